@@ -93,7 +93,29 @@ class GraphBuilder:
         (out,) = self.add_node(op, inputs, origin, attrs, hint)
         return out
 
+    def rename_value(self, old: str, new: str) -> str:
+        """Give a node's output a user-facing name (graph outputs keep the source's names)."""
+        graph = self._graph
+        if old == new:
+            return new
+        if new in self._used_values:
+            raise LowbitError(f"value name {new!r} is already taken")
+        producer = next((n for n in graph.nodes if old in n.outputs), None)
+        if producer is None:
+            raise LowbitError(f"only node outputs can be renamed, not {old!r}")
+        self._used_values.add(new)
+        graph.types[new] = graph.types.pop(old)
+        producer.outputs = tuple(new if o == old else o for o in producer.outputs)
+        for node in graph.nodes:
+            node.inputs = tuple(new if v == old else v for v in node.inputs)
+        graph.outputs = [new if v == old else v for v in graph.outputs]
+        return new
+
     def finish(self, outputs: Sequence[str]) -> Graph:
-        self._graph.outputs = list(outputs)
-        self._graph.verify()
-        return self._graph
+        """Set the outputs, drop captured nodes that left no IR node, and verify."""
+        graph = self._graph
+        graph.outputs = list(outputs)
+        covered = graph.covered_origins()
+        graph.captured = {i: c for i, c in graph.captured.items() if i in covered}
+        graph.verify()
+        return graph
