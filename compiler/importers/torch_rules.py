@@ -125,7 +125,13 @@ def where(ctx: RuleContext) -> str:
                               ctx.value(ctx.args[2], dtype)])
 
 
-@rule("aten._to_copy.default", "aten.to.dtype", "aten._assert_tensor_metadata.default")
+@rule("aten._assert_tensor_metadata.default", "aten._assert_scalar.default")
+def assertion(ctx: RuleContext) -> str:
+    """Export-time checks produce no value; the interpreter checks inputs itself."""
+    return ""
+
+
+@rule("aten._to_copy.default", "aten.to.dtype")
 def to_copy(ctx: RuleContext) -> str:
     return ctx.value(ctx.args[0], ctx.out_type.dtype)
 
@@ -309,6 +315,23 @@ def select(ctx: RuleContext) -> str:
     picked = ctx.emit("slice", [x], {"axes": (dim,), "starts": (index,), "ends": (end,),
                                      "steps": (1,)})
     return ctx.emit("reshape", [picked], {"shape": ctx.out_shape})
+
+
+@rule("aten.split_with_sizes.default", "aten.split.Tensor")
+def split(ctx: RuleContext) -> tuple[str, ...]:
+    x = ctx.value(ctx.args[0])
+    size = ctx.builder.type_of(x).shape
+    dim = normalize_axis(ctx.arg(2, "dim", 0), len(size))
+    total = size[dim]
+    sizes = ctx.args[1]
+    if isinstance(sizes, int):
+        sizes = [min(sizes, total - start) for start in range(0, total, sizes)]
+    parts, start = [], 0
+    for length in sizes:
+        parts.append(ctx.emit("slice", [x], {"axes": (dim,), "starts": (start,),
+                                             "ends": (start + length,), "steps": (1,)}))
+        start += length
+    return tuple(parts)
 
 
 @rule("aten.cat.default")
