@@ -53,10 +53,11 @@ def is_static(shape: Shape) -> bool:
 def multiply(a: Dim, b: Dim) -> Dim:
     if isinstance(a, Sym) and isinstance(b, Sym):
         raise ValueError(f"product of two batch-sized dimensions {a} x {b}")
-    if isinstance(a, Sym):
-        return Sym(a.coeff * b)  # type: ignore[operator]
-    if isinstance(b, Sym):
-        return Sym(b.coeff * a)
+    if isinstance(a, Sym) or isinstance(b, Sym):
+        sym, factor = (a, b) if isinstance(a, Sym) else (b, a)
+        if factor <= 0:  # type: ignore[operator]
+            raise ValueError(f"batch-sized dimension {sym} times {factor}")
+        return Sym(sym.coeff * factor)  # type: ignore[union-attr, operator]
     return a * b
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from lowbit.compiler.builder import GraphBuilder
+from lowbit.compiler.dims import Sym
 from lowbit.compiler.errors import LowbitError, UnsupportedOpError
 from lowbit.compiler.importers.onnx_fold import fold_symbolic, has_sym, settle
 from lowbit.compiler.ops import OP_TABLE
@@ -91,13 +92,18 @@ def known_value(array: np.ndarray, hint: str, dtype: str | None = None) -> Value
 class ImportState:
     """Everything shared across nodes: the builder, the ONNX value map, the file name."""
 
-    def __init__(self, builder: GraphBuilder, file: str, opset: int,
-                 consumed: set[str]) -> None:
+    def __init__(self, builder: GraphBuilder, file: str, opset: int, ir_version: int,
+                 consumed: set[str], checker: Any) -> None:
         self.builder = builder
         self.file = file
         self.opset = opset
-        self.consumed = consumed
+        self.ir_version = ir_version
+        self.consumed = consumed  # ONNX value names some node or graph output reads
+        self.checker = checker  # onnx.checker's context for per-node schema checks
         self.env: dict[str, Value] = {}
+        # known values derived from other known values (a transposed weight...), made once;
+        # keyed by (id(source), tag), the source kept alive beside its result
+        self.derived: dict[tuple[int, str], tuple[Value, Value]] = {}
 
     def materialize(self, value: Value) -> str:
         """The lowbit value name of ``value``, adding a graph constant for known content."""
@@ -198,7 +204,7 @@ class NodeContext:
         attrs = dict(attrs or {})
         hint = self.hint(out, op)
         present = [v for v in inputs if v is not None]
-        if present and all(v.known for v in present):
+        if present and all(v.known for v in present) and not _mentions_sym(attrs):
             full = spec.with_defaults(attrs)
             (out_type,) = spec.infer_types([v.type if v else None for v in inputs], full)
             arrays = [v.array if v else None for v in inputs]
@@ -224,6 +230,17 @@ class NodeContext:
 
     def set_output(self, index: int, value: Value) -> None:
         self.outputs[index] = value
+
+
+def _mentions_sym(value: Any) -> bool:
+    """Whether an attribute value holds a batch dimension (the op then cannot fold)."""
+    if isinstance(value, Sym):
+        return True
+    if isinstance(value, dict):
+        return any(_mentions_sym(v) for v in value.values())
+    if isinstance(value, (tuple, list)):
+        return any(_mentions_sym(v) for v in value)
+    return False
 
 
 __all__ = ["ImportState", "NodeContext", "ONNX_DTYPES", "Value", "known_value", "onnx_dtype"]
