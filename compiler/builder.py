@@ -94,22 +94,30 @@ class GraphBuilder:
         return out
 
     def rename_value(self, old: str, new: str) -> str:
-        """Give a node's output a user-facing name (graph outputs keep the source's names)."""
+        """Give a node's output a user-facing name (graph outputs keep the source's names).
+
+        An internal value that already has the name is moved aside to a fresh one."""
         graph = self._graph
         if old == new:
             return new
-        if new in self._used_values:
-            raise LowbitError(f"value name {new!r} is already taken")
-        producer = next((n for n in graph.nodes if old in n.outputs), None)
-        if producer is None:
+        if not any(old in n.outputs for n in graph.nodes):
             raise LowbitError(f"only node outputs can be renamed, not {old!r}")
+        if new in self._used_values:
+            if new in graph.inputs or new in graph.constants or new in graph.outputs:
+                raise LowbitError(f"value name {new!r} is already taken")
+            if new in graph.types:
+                self._replace_name(new, self.fresh_name(new))
         self._used_values.add(new)
+        self._replace_name(old, new)
+        return new
+
+    def _replace_name(self, old: str, new: str) -> None:
+        graph = self._graph
         graph.types[new] = graph.types.pop(old)
-        producer.outputs = tuple(new if o == old else o for o in producer.outputs)
         for node in graph.nodes:
+            node.outputs = tuple(new if v == old else v for v in node.outputs)
             node.inputs = tuple(new if v == old else v for v in node.inputs)
         graph.outputs = [new if v == old else v for v in graph.outputs]
-        return new
 
     def finish(self, outputs: Sequence[str]) -> Graph:
         """Set the outputs, drop captured nodes that left no IR node, and verify."""
