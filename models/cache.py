@@ -78,5 +78,5 @@ def load(name: str, key: str) -> tuple[dict[str, torch.Tensor], dict[str, object
     if record.get("weights_sha256") != hashlib.sha256(weights).hexdigest():
         return None
     with np.load(io.BytesIO(weights), allow_pickle=False) as arrays:
-        state = {k: torch.from_numpy(arrays[k].copy()) for k in arrays.files}
+        state = {k: torch.from_numpy(arrays[k]) for k in arrays.files}
     return state, record

@@ -24,7 +24,7 @@ def _score(module: torch.nn.Module) -> dict[str, float]:
 def digits_model(
     name: str, description: str, build: Callable[[], torch.nn.Module], config: TrainConfig
 ) -> BundledModel:
-    """A digits classifier `build()` trained with `config` on first use, image [N,1,8,8] -> logits [N,10]."""
+    """Classifier `build()` trained with `config` on first use: image [N,1,8,8] -> logits [N,10]."""
 
     def load() -> torch.nn.Module:
         data = digits_split()

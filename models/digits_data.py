@@ -62,5 +62,6 @@ def evaluate_accuracy(predict: PredictFn) -> dict[str, float]:
         logits = np.asarray(predict({INPUT_NAME: images})[OUTPUT_NAME])
         if logits.shape != (len(images), 10):
             raise ValueError(f"expected logits of shape {(len(images), 10)}, got {logits.shape}")
-        correct += int((logits.argmax(axis=1) == data.test_labels[start : start + EVAL_BATCH]).sum())
+        labels = data.test_labels[start : start + EVAL_BATCH]
+        correct += int((logits.argmax(axis=1) == labels).sum())
     return {"accuracy": correct / len(data.test_images)}

@@ -17,7 +17,7 @@ DEPTH = 2
 PATCH = 2
 TOKENS = (8 // PATCH) ** 2
 TRAIN_CONFIG = TrainConfig(
-    epochs=60, batch_size=64, lr=3e-3, weight_decay=5e-2, seed=0, max_shift=1, label_smoothing=0.1
+    epochs=30, batch_size=32, lr=3e-3, weight_decay=5e-2, seed=0, label_smoothing=0.1
 )
 
 
@@ -62,7 +62,7 @@ class Block(nn.Module):
 
 
 class DigitsViT(nn.Module):
-    """2x2 patch embedding -> 16 tokens + learned positions -> blocks -> LayerNorm -> token mean -> linear."""
+    """2x2 patches -> 16 tokens + positions -> blocks -> LayerNorm -> token mean -> linear."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from lowbit.models import cache
-from lowbit.models.training import TrainConfig, deterministic, train_classifier
+from lowbit.models.training import TRAIN_THREADS, TrainConfig, deterministic, train_classifier
 
 CACHE_FORMAT = 1
 
@@ -33,8 +33,8 @@ def load_or_train(
 ) -> torch.nn.Module:
     """An eval-mode `build()` with trained weights, from the cache or freshly trained and cached.
 
-    The cache key covers the training config, a fingerprint of the training data and the
-    parameter names and shapes of `build()`, so changing any of them retrains. Training is
+    The cache key covers the training config and thread count, a fingerprint of the training data
+    and the parameter names and shapes of `build()`, so changing any of them retrains. Training is
     deterministic for a fixed config; `score` (test metrics) is recorded and reported on stderr.
     """
     with torch.random.fork_rng(devices=[]):
@@ -43,6 +43,7 @@ def load_or_train(
         {
             "format": CACHE_FORMAT,
             "train": asdict(config),
+            "threads": TRAIN_THREADS,
             "data": _fingerprint(images, labels),
             "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
         }
@@ -57,7 +58,11 @@ def load_or_train(
         train_classifier(model, images, labels, config, desc=f"training {name}")
     seconds = time.perf_counter() - start
     metrics = score(model)
-    path = cache.store(name, model.state_dict(), key, {"metrics": metrics, "train_seconds": seconds})
+    info = {"metrics": metrics, "train_seconds": seconds}
+    path = cache.store(name, model.state_dict(), key, info)
     summary = ", ".join(f"{metric} {value:.4f}" for metric, value in metrics.items())
-    print(f"lowbit: trained {name} in {seconds:.1f} s (test {summary}), cached at {path}", file=sys.stderr)
+    print(
+        f"lowbit: trained {name} in {seconds:.1f} s (test {summary}), cached at {path}",
+        file=sys.stderr,
+    )
     return model.eval()
