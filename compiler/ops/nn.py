@@ -97,7 +97,8 @@ def infer_max_pool(x: TensorType, *, kernel: tuple[int, ...], strides: tuple[int
 def eval_max_pool(x: np.ndarray, *, kernel: tuple[int, ...], strides: tuple[int, ...],
                   pads: tuple[int, ...], dilations: tuple[int, ...], ceil_mode: bool
                   ) -> np.ndarray:
-    view = windows(x, kernel, strides, pads, dilations, pad_value=-np.inf, ceil_mode=ceil_mode)
+    lowest = -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
+    view = windows(x, kernel, strides, pads, dilations, pad_value=lowest, ceil_mode=ceil_mode)
     return view.max(axis=tuple(range(x.ndim, view.ndim))).astype(x.dtype)
 
 
