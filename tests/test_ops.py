@@ -68,6 +68,7 @@ CASES = [
     Case("pow", [pos(2, 3), np.array(2.5, np.float32)], torch.pow),
     Case("maximum", [f32(2, 3), f32(3)], torch.maximum),
     Case("minimum", [f32(2, 3), f32(3)], torch.minimum),
+    Case("equal", [np.array([[1, 2], [3, 4]], np.int64), np.array([2], np.int64)], torch.eq),
     Case("where", [f32(2, 3) > 0, f32(2, 3), f32(3)], torch.where),
     Case("linear", [f32(2, 5, 8), f32(6, 8), f32(6)], F.linear, constant_inputs=(1, 2)),
     Case("linear", [f32(4, 8), f32(6, 8)], F.linear, constant_inputs=(1,), id="no-bias"),

@@ -134,3 +134,15 @@ def eval_where(cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 register(OpSpec("where", "cond ? a : b, broadcasting", ("cond", "a", "b"), infer_where, eval_where))
+
+
+def infer_equal(a: TensorType, b: TensorType) -> TensorType:
+    return TensorType("bool", _infer_binary(a, b).shape)
+
+
+def eval_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.equal(a, b)
+
+
+register(OpSpec("equal", "a == b elementwise, broadcasting, bool result", ("a", "b"),
+                infer_equal, eval_equal))

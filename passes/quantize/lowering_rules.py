@@ -1,0 +1,392 @@
+"""Lowering table: one rule per float op, emitting the integer ops that implement it.
+
+A rule reads its inputs' integer codes and quantization parameters from the context, emits
+integer nodes carrying the float node's origin, and binds the float output to the new codes.
+Real arithmetic lives in small named helpers; formulas follow HAWQ-V3 (conv/linear/add
+requantization) and I-BERT (GELU, softmax, LayerNorm).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from lowbit.compiler.errors import LowbitError, UnsupportedOpError
+from lowbit.compiler.ir import Node
+from lowbit.compiler.ops.integer import gelu_plan
+from lowbit.passes.quantize.lowering import LoweringContext
+from lowbit.passes.quantize.qparams import (QParams, activation_qparams,
+                                            quantize_weight_per_channel, quantize_tensor)
+
+Rule = Callable[[LoweringContext, Node], None]
+LOWERING_RULES: dict[str, Rule] = {}
+ADD_MULT_BITS = 30
+
+
+def rule(*ops: str) -> Callable[[Rule], Rule]:
+    def register(fn: Rule) -> Rule:
+        for op in ops:
+            LOWERING_RULES[op] = fn
+        return fn
+    return register
+
+
+def _clamp_bounds(out: QParams, activation: Node | None) -> tuple[int, int]:
+    """ReLU / ReLU6 / clip after a product fuse into the requantization's clamp."""
+    if activation is None:
+        return out.qmin, out.qmax
+    if activation.op == "relu":
+        return max(out.qmin, out.zero_point), out.qmax
+    low, high = activation.attrs.get("min"), activation.attrs.get("max")
+    qmin = out.qmin if low is None else out.code_of(low, "ceil")
+    qmax = out.qmax if high is None else out.code_of(high, "floor")
+    return qmin, qmax
+
+
+def _fusable_activation(ctx: LoweringContext, node: Node) -> Node | None:
+    user = ctx.sole_consumer(node.outputs[0])
+    return user if user is not None and user.op in ("relu", "clip") else None
+
+
+def _finish_product(ctx: LoweringContext, node: Node, acc: str, acc_scale: np.ndarray | float,
+                    channel_shape: tuple[int, ...] | None) -> None:
+    activation = _fusable_activation(ctx, node)
+    target = activation.outputs[0] if activation else node.outputs[0]
+    out = ctx.qparams_for(target)
+    qmin, qmax = _clamp_bounds(out, activation)
+    origin = node.origin | (activation.origin if activation else frozenset())
+    ratio = np.asarray(acc_scale, np.float64) / out.scale
+    codes = ctx.requantize(acc, ratio, out, origin, f"{node.name}.rq", qmin, qmax,
+                           channel_shape if np.ndim(acc_scale) else None)
+    ctx.bind(target, codes, out)
+    if activation is not None:
+        ctx.done.add(activation.name)
+        ctx.stats.setdefault("fused_activations", []).append(activation.name)
+
+
+def _quantized_bias(ctx: LoweringContext, node: Node, acc_scale: np.ndarray) -> str:
+    bias_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    if not bias_name:
+        return ""
+    bias = np.rint(ctx.constant(bias_name).astype(np.float64) / acc_scale)
+    if np.abs(bias).max(initial=0) >= 2**31:
+        raise LowbitError("bias does not fit int32 at scale s_in * s_w")
+    return ctx.add_constant(bias.astype(np.int32), f"{node.name}.bias_q")
+
+
+def _weight_codes(ctx: LoweringContext, node: Node) -> tuple[str, np.ndarray]:
+    weight = ctx.constant(node.inputs[1])
+    if weight is None:
+        raise UnsupportedOpError("weights computed at run time are not supported")
+    codes, scales = quantize_weight_per_channel(weight, ctx.options.bits)
+    return ctx.add_constant(codes, f"{node.name}.weight_q"), scales
+
+
+@rule("conv", "linear")
+def lower_conv_or_linear(ctx: LoweringContext, node: Node) -> None:
+    x, xq = ctx.value(node.inputs[0])
+    weight, w_scales = _weight_codes(ctx, node)
+    acc_scale = xq.scale * w_scales
+    bias = _quantized_bias(ctx, node, acc_scale)
+    if node.op == "conv":
+        acc = ctx.emit("int_conv", [x, weight, bias], node.origin,
+                       {"x_zero_point": xq.zero_point, **node.attrs}, f"{node.name}.acc")
+        rank = ctx.source.types[node.outputs[0]].rank
+        channels = (-1,) + (1,) * (rank - 2)
+    else:
+        acc = ctx.emit("int_linear", [x, weight, bias], node.origin,
+                       {"x_zero_point": xq.zero_point}, f"{node.name}.acc")
+        channels = (-1,)
+    _finish_product(ctx, node, acc, acc_scale, channels)
+
+
+@rule("matmul")
+def lower_matmul(ctx: LoweringContext, node: Node) -> None:
+    (a, aq), (b, bq) = ctx.value(node.inputs[0]), ctx.value(node.inputs[1])
+    acc = ctx.emit("int_matmul", [a, b], node.origin,
+                   {"a_zero_point": aq.zero_point, "b_zero_point": bq.zero_point},
+                   f"{node.name}.acc")
+    _finish_product(ctx, node, acc, aq.scale * bq.scale, None)
+
+
+def add_multipliers(a_ratio: float, b_ratio: float) -> tuple[int, int, int]:
+    """Integer multipliers with a common shift: ``ratio ~ mult / 2^shift``, |mult| < 2^30."""
+    largest = max(abs(a_ratio), abs(b_ratio), 2.0**-60)
+    shift = min(62, max(0, ADD_MULT_BITS - math.ceil(math.log2(largest)) - 1))
+    return round(a_ratio * 2**shift), round(b_ratio * 2**shift), shift
+
+
+@rule("add", "sub")
+def lower_add(ctx: LoweringContext, node: Node) -> None:
+    if _lower_exact_arithmetic(ctx, node) or _lower_mask_add(ctx, node):
+        return
+    (a, aq), (b, bq) = ctx.value(node.inputs[0]), ctx.value(node.inputs[1])
+    out = ctx.qparams_for(node.outputs[0])
+    activation = _fusable_activation(ctx, node)
+    target = activation.outputs[0] if activation else node.outputs[0]
+    if activation:
+        out = ctx.qparams_for(target)
+    sign = -1.0 if node.op == "sub" else 1.0
+    a_mult, b_mult, shift = add_multipliers(aq.scale / out.scale, sign * bq.scale / out.scale)
+    qmin, qmax = _clamp_bounds(out, activation)
+    codes = ctx.emit("int_add", [a, b], node.origin | (activation.origin if activation else
+                                                        frozenset()),
+                     {"a_zero_point": aq.zero_point, "b_zero_point": bq.zero_point,
+                      "a_mult": a_mult, "b_mult": b_mult, "shift": shift,
+                      "zero_point": out.zero_point, "dtype": out.dtype, "qmin": qmin,
+                      "qmax": qmax}, node.name)
+    ctx.bind(target, codes, out)
+    if activation is not None:
+        ctx.done.add(activation.name)
+
+
+def _lower_exact_arithmetic(ctx: LoweringContext, node: Node) -> bool:
+    """Arithmetic on values computed from integer inputs alone (masks, counts) and integer
+    constants stays exact: the plain op on the int64 codes, no rounding anywhere."""
+    operands = []
+    for name in node.inputs:
+        if ctx.is_constant(name):
+            value = ctx.constant(name)
+            if value.size != 1 or not float(value.reshape(())).is_integer():
+                return False
+            operands.append((ctx.add_constant(value.astype(np.int64), f"{node.name}.int"),
+                             QParams(1.0, 0, "int64", exact=True)))
+        else:
+            operands.append(ctx.value(name))
+    if not all(q.exact and q.scale == 1.0 and q.dtype == "int64" for _, q in operands):
+        return False
+    result = ctx.emit(node.op, [codes for codes, _ in operands], node.origin, None, node.name)
+    ctx.bind(node.outputs[0], result, QParams(1.0, 0, "int64", exact=True))
+    return True
+
+
+def _lower_mask_add(ctx: LoweringContext, node: Node) -> bool:
+    """``scores + mask`` where the mask is computed from integer inputs only (0 or a large
+    negative number): select ``scores`` or the lowest code instead of adding, so the mask's
+    range does not swamp the scores' quantization (attention padding masks)."""
+    for mask_index in (0, 1):
+        name = node.inputs[mask_index]
+        if ctx.is_constant(name) or not ctx.value(name)[1].exact or node.op != "add":
+            continue
+        mask_codes, mask_q = ctx.value(name)
+        lo, _ = ctx.range_of(name)
+        if lo > -1e3:
+            continue
+        scores, scores_q = ctx.value(node.inputs[1 - mask_index])
+        out = ctx.qparams_for(node.outputs[0])
+        scores_lo, scores_hi = ctx.range_of(node.inputs[1 - mask_index])
+        out = activation_qparams(scores_lo, scores_hi, out.dtype, out.zero_point == 0)
+        ratio = scores_q.scale / out.scale
+        a_mult, _, shift = add_multipliers(ratio, 0.0)
+        rescaled = ctx.emit("int_add", [scores, scores],
+                            node.origin, {"a_zero_point": scores_q.zero_point,
+                                          "b_zero_point": scores_q.zero_point, "a_mult": a_mult,
+                                          "b_mult": 0, "shift": shift,
+                                          "zero_point": out.zero_point, "dtype": out.dtype,
+                                          "qmin": out.qmin, "qmax": out.qmax},
+                            f"{node.name}.scores")
+        zero = ctx.add_constant(np.array(mask_q.zero_point, mask_q.dtype), f"{node.name}.zero")
+        keep = ctx.emit("equal", [mask_codes, zero], node.origin, None, f"{node.name}.keep")
+        lowest = ctx.add_constant(np.array(out.qmin, out.dtype), f"{node.name}.lowest")
+        ctx.bind(node.outputs[0], ctx.emit("where", [keep, rescaled, lowest], node.origin,
+                                           None, node.name), out)
+        ctx.stats.setdefault("mask_adds", []).append(node.name)
+        return True
+    return False
+
+
+@rule("mul", "div")
+def lower_mul_or_div(ctx: LoweringContext, node: Node) -> None:
+    a_name, b_name = node.inputs
+    if ctx.is_constant(b_name) and ctx.constant(b_name).size == 1:
+        _scale_by_constant(ctx, node, float(ctx.constant(b_name).reshape(())))
+        return
+    if node.op == "mul" and ctx.is_constant(a_name) and ctx.constant(a_name).size == 1:
+        _scale_by_constant(ctx, node, float(ctx.constant(a_name).reshape(())), operand=1)
+        return
+    (a, aq), (b, bq) = ctx.value(node.inputs[0]), ctx.value(node.inputs[1])
+    if node.op == "mul":
+        acc = ctx.emit("int_mul", [a, b], node.origin,
+                       {"a_zero_point": aq.zero_point, "b_zero_point": bq.zero_point},
+                       f"{node.name}.acc")
+        _finish_product(ctx, node, acc, aq.scale * bq.scale, None)
+        return
+    if aq.zero_point or bq.zero_point:
+        raise LowbitError("integer division needs zero points 0 (symmetric operands)")
+    shift = 16
+    quotient = ctx.emit("int_div", [a, b], node.origin, {"shift": shift}, f"{node.name}.div")
+    _finish_product(ctx, node, quotient, aq.scale / bq.scale / 2**shift, None)
+
+
+def _scale_by_constant(ctx: LoweringContext, node: Node, factor: float, operand: int = 0) -> None:
+    """``x * c`` or ``x / c``: the codes stay, the scale absorbs ``c`` (no integer op)."""
+    factor = 1.0 / factor if node.op == "div" else factor
+    codes, qparams = ctx.value(node.inputs[operand])
+    if factor > 0:
+        ctx.bind(node.outputs[0], codes, qparams.rescaled(factor))
+        return
+    if factor < 0 and qparams.exact:
+        negated = ctx.emit("neg", [codes], node.origin, None, node.name)
+        ctx.bind(node.outputs[0], negated, QParams(-factor * qparams.scale, 0, qparams.dtype,
+                                                   exact=True))
+        return
+    raise LowbitError(f"multiplying codes by {factor} needs a sign-aware rescale")
+
+
+@rule("relu", "clip")
+def lower_clamp(ctx: LoweringContext, node: Node) -> None:
+    codes, qparams = ctx.value(node.inputs[0])
+    qmin, qmax = _clamp_bounds(qparams, node)
+    ctx.bind(node.outputs[0], ctx.emit("clip", [codes], node.origin,
+                                       {"min": qmin, "max": qmax}, node.name), qparams)
+
+
+@rule("softmax")
+def lower_softmax(ctx: LoweringContext, node: Node) -> None:
+    codes, qparams = ctx.value(node.inputs[0])
+    out = ctx.emit("int_softmax", [codes], node.origin,
+                   {"axis": node.attrs.get("axis", -1), "scale": qparams.scale, "out_bits": 8},
+                   node.name)
+    ctx.bind(node.outputs[0], out, QParams(2.0**-8, 0, "uint8"))
+
+
+@rule("gelu")
+def lower_gelu(ctx: LoweringContext, node: Node) -> None:
+    codes, qparams = ctx.value(node.inputs[0])
+    values = ctx.emit("int_gelu", [codes], node.origin,
+                      {"zero_point": qparams.zero_point, "scale": qparams.scale},
+                      f"{node.name}.gelu")
+    _finish_product(ctx, node, values, gelu_plan(qparams.scale).out_scale, None)
+
+
+@rule("layer_norm")
+def lower_layer_norm(ctx: LoweringContext, node: Node) -> None:
+    codes, qparams = ctx.value(node.inputs[0])
+    rank = ctx.source.types[node.inputs[0]].rank
+    if node.attrs.get("axis", -1) not in (-1, rank - 1):
+        raise UnsupportedOpError("integer LayerNorm over more than the last axis")
+    normalized = ctx.emit("int_layernorm", [codes], node.origin,
+                          {"zero_point": qparams.zero_point, "scale": qparams.scale,
+                           "eps": float(node.attrs.get("eps", 1e-5))}, f"{node.name}.norm")
+    channels = int(ctx.source.types[node.inputs[0]].shape[-1])
+    gamma = _affine(ctx, node, 1, np.ones(channels))
+    beta = _affine(ctx, node, 2, np.zeros(channels))
+    out = ctx.qparams_for(node.outputs[0])
+    mult, offset, shift = layernorm_affine(gamma, beta, out)
+    inputs = [normalized, ctx.add_constant(mult, f"{node.name}.gamma_q"),
+              ctx.add_constant(np.array(shift, np.int64), f"{node.name}.shift"),
+              ctx.add_constant(offset, f"{node.name}.beta_q")]
+    ctx.bind(node.outputs[0], ctx.emit("requantize", inputs, node.origin,
+                                       {"zero_point": out.zero_point, "dtype": out.dtype,
+                                        "qmin": out.qmin, "qmax": out.qmax}, node.name), out)
+
+
+NORM_FRACTION_BITS = 24
+
+
+def layernorm_affine(gamma: np.ndarray, beta: np.ndarray, out: QParams
+                     ) -> tuple[np.ndarray, np.ndarray, int]:
+    """``out = (y * 2^-24 * gamma + beta) / s_out`` as ``(y * mult + offset) >> shift``."""
+    largest = max(float(np.abs(gamma).max()) / out.scale, 2.0**-30)
+    shift = NORM_FRACTION_BITS + 30 - math.ceil(math.log2(largest))
+    shift = min(62, max(NORM_FRACTION_BITS, shift))
+    mult = np.rint(gamma / out.scale * 2.0 ** (shift - NORM_FRACTION_BITS)).astype(np.int64)
+    offset = np.rint(beta / out.scale * 2.0**shift)
+    if np.abs(offset).max(initial=0) >= 2**61:
+        raise LowbitError("LayerNorm bias too large for the requantization offset")
+    return mult, offset.astype(np.int64), shift
+
+
+def _affine(ctx: LoweringContext, node: Node, index: int, default: np.ndarray) -> np.ndarray:
+    name = node.inputs[index] if len(node.inputs) > index else ""
+    if not name:
+        return default
+    if not ctx.is_constant(name):
+        raise UnsupportedOpError("LayerNorm affine parameters computed at run time")
+    return ctx.constant(name).astype(np.float64)
+
+
+@rule("reduce_mean", "reduce_sum")
+def lower_reduce(ctx: LoweringContext, node: Node) -> None:
+    codes, qparams = ctx.value(node.inputs[0])
+    shape = ctx.source.types[node.inputs[0]].shape
+    axes = node.attrs["axes"]
+    count = 1
+    if node.op == "reduce_mean":
+        count = math.prod(int(shape[a]) for a in axes)
+    total = ctx.emit("int_sum", [codes], node.origin,
+                     {"axes": axes, "keepdims": node.attrs.get("keepdims", False),
+                      "zero_point": qparams.zero_point}, f"{node.name}.sum")
+    if qparams.exact:
+        ctx.bind(node.outputs[0], total, QParams(qparams.scale / count, 0, "int32",
+                                                 exact=count == 1))
+        return
+    _finish_product(ctx, node, total, qparams.scale / count, None)
+
+
+@rule("max_pool", "reduce_max", "reshape", "transpose", "slice", "expand")
+def lower_data_movement(ctx: LoweringContext, node: Node) -> None:
+    """Ops that only select or move codes: same op on the codes, same scale."""
+    codes, qparams = ctx.value(node.inputs[0])
+    ctx.bind(node.outputs[0], ctx.emit(node.op, [codes], node.origin, node.attrs, node.name),
+             qparams)
+
+
+@rule("gather")
+def lower_gather(ctx: LoweringContext, node: Node) -> None:
+    table_name, index_name = node.inputs
+    indices, _ = ctx.value(index_name)
+    if ctx.is_constant(table_name):
+        out = ctx.qparams_for(node.outputs[0])
+        table = ctx.add_constant(quantize_tensor(ctx.constant(table_name), out),
+                                 f"{node.name}.table_q")
+    else:
+        table, out = ctx.value(table_name)
+    ctx.bind(node.outputs[0], ctx.emit("gather", [table, indices], node.origin, node.attrs,
+                                       node.name), out)
+
+
+@rule("concat")
+def lower_concat(ctx: LoweringContext, node: Node) -> None:
+    out = ctx.qparams_for(node.outputs[0])
+    parts = []
+    for index in range(len(node.inputs)):
+        codes, qparams = ctx.value(node.inputs[index])
+        if qparams != out:
+            codes = ctx.requantize(codes, qparams.scale / out.scale, out, node.origin,
+                                   f"{node.name}.part{index}")
+            if qparams.zero_point:
+                raise UnsupportedOpError("concat of affine-quantized parts")
+        parts.append(codes)
+    ctx.bind(node.outputs[0], ctx.emit("concat", parts, node.origin, node.attrs, node.name), out)
+
+
+@rule("cast")
+def lower_cast(ctx: LoweringContext, node: Node) -> None:
+    codes, qparams = ctx.value(node.inputs[0])
+    if not qparams.exact:
+        raise UnsupportedOpError("cast of a quantized value")
+    ctx.bind(node.outputs[0], codes, qparams)
+
+
+@rule("sqrt")
+def lower_sqrt(ctx: LoweringContext, node: Node) -> None:
+    codes, qparams = ctx.value(node.inputs[0])
+    if qparams.zero_point:
+        raise LowbitError("integer square root needs zero point 0")
+    root = ctx.emit("int_sqrt", [codes], node.origin, None, f"{node.name}.sqrt")
+    _finish_product(ctx, node, root, math.sqrt(qparams.scale), None)
+
+
+@rule("pow")
+def lower_pow(ctx: LoweringContext, node: Node) -> None:
+    exponent = ctx.constant(node.inputs[1])
+    if exponent is None or exponent.size != 1 or float(exponent.reshape(())) != 2.0:
+        raise UnsupportedOpError("only x ** 2 has an integer lowering")
+    codes, qparams = ctx.value(node.inputs[0])
+    square = ctx.emit("int_mul", [codes, codes], node.origin,
+                      {"a_zero_point": qparams.zero_point, "b_zero_point": qparams.zero_point},
+                      f"{node.name}.square")
+    _finish_product(ctx, node, square, qparams.scale**2, None)
