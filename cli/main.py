@@ -13,11 +13,12 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from lowbit.cli import capture_cmd, check_cmd, ops_cmd, run_cmd, show_cmd
+from lowbit.cli import capture_cmd, check_cmd, compile_cmd, ops_cmd, run_cmd, show_cmd
 from lowbit.cli.command import Command
 from lowbit.compiler.errors import LowbitError
 
-COMMANDS: tuple[Command, ...] = (capture_cmd.COMMAND, show_cmd.COMMAND, run_cmd.COMMAND,
+COMMANDS: tuple[Command, ...] = (capture_cmd.COMMAND, show_cmd.COMMAND, compile_cmd.COMMAND,
+                                 run_cmd.COMMAND,
                                  check_cmd.COMMAND, ops_cmd.COMMAND)
 
 EXIT_USER_ERROR = 2

@@ -43,8 +43,13 @@ def capture_bundled(name: str) -> Graph:
 
 
 def capture(source: str) -> Graph:
-    """Capture MODEL: a path to ``.onnx`` or ``.lowbit``, or a bundled model's name."""
+    """Capture MODEL: an ``.onnx`` or ``.lowbit`` file, a compile directory (its integer
+    program) or a bundled model's name."""
     path = Path(source)
+    if path.is_dir():
+        from lowbit.compiler.artifact import load_program
+
+        return load_program(path)
     loader = FILE_LOADERS.get(path.suffix.lower())
     if loader is not None:
         if not path.is_file():

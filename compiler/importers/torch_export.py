@@ -10,6 +10,7 @@ itself at capture time (constant folding) and becomes a constant.
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,7 +47,8 @@ def export_module(module: torch.nn.Module, sample: Mapping[str, np.ndarray],
     if dynamic_batch:
         batch = Dim("batch", min=1, max=1 << 20)
         dynamic = tuple({0: batch} for _ in args)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
         program = torch.export.export(module.eval(), args, dynamic_shapes=dynamic)
     return program.run_decompositions(decomposition_table())
 

@@ -48,7 +48,7 @@ def calibrate(graph: Graph, data: Mapping[str, np.ndarray], *, method: str = "mi
     if total == 0:
         raise InputError("calibration data has no samples")
     observed = [v for n in graph.nodes for v in n.outputs if graph.types[v].dtype.startswith("float")]
-    observed += [v for v in graph.inputs if graph.types[v].dtype.startswith("float")]
+    observed += list(graph.inputs)  # integer inputs too: their ranges bound the range analysis
     observers = {v: RangeObserver(method) for v in observed}
     starts = range(0, total, batch_size)
     for start in tqdm(starts, desc=f"calibrating {graph.name}", unit="batch",

@@ -148,8 +148,12 @@ def lower_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]],
                 options: LoweringOptions = LoweringOptions()) -> tuple[Graph, dict[str, Any]]:
     from lowbit.passes.quantize.lowering_rules import LOWERING_RULES
 
+    input_ranges = {name: [int(np.floor(ranges[name][0])), int(np.ceil(ranges[name][1]))]
+                    for name in graph.inputs if graph.types[name].dtype in INT_RANGES
+                    and name in ranges}
     builder = GraphBuilder(graph.name, metadata={**graph.metadata, "stage": "integer",
-                                                 "bits": options.bits})
+                                                 "bits": options.bits,
+                                                 "input_ranges": input_ranges})
     builder.graph.captured.update(graph.captured)
     ctx = LoweringContext(graph, ranges, options, builder)
     for name in graph.inputs:

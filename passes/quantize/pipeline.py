@@ -1,0 +1,55 @@
+"""The compile pipeline: float clean-up passes, calibration, integer lowering, checks.
+
+``compile_graph`` never mutates its input; it returns the float graph the calibration saw, the
+integer program and what each step did, for the compile report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lowbit.compiler.ir import Graph
+from lowbit.passes.dead_code import DeadCodeElimination
+from lowbit.passes.fold_batch_norm import FoldBatchNorm
+from lowbit.passes.manager import PassManager, PassRecord
+from lowbit.passes.quantize.calibrate import Calibration, calibrate
+from lowbit.passes.quantize.lowering import LoweringOptions, lower_graph
+from lowbit.passes.quantize.range_analysis import RangeReport, analyze_ranges
+
+FLOAT_PASSES = (FoldBatchNorm(), DeadCodeElimination())
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    bits: int = 8
+    calibration_method: str = "minmax"
+    symmetric_activations: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    float_graph: Graph
+    integer_graph: Graph
+    calibration: Calibration
+    pass_records: list[PassRecord]
+    lowering_stats: dict[str, Any]
+    ranges: RangeReport
+
+
+def compile_graph(graph: Graph, calibration_data: Mapping[str, np.ndarray],
+                  options: CompileOptions = CompileOptions()) -> CompileResult:
+    if options.bits != 8:
+        raise NotImplementedError("only --bits 8 is lowered so far")
+    float_graph, records = PassManager(list(FLOAT_PASSES)).run(graph)
+    calibration = calibrate(float_graph, calibration_data, method=options.calibration_method,
+                            progress=options.progress)
+    lowering = LoweringOptions(bits=options.bits,
+                               symmetric_activations=options.symmetric_activations)
+    integer_graph, stats = lower_graph(float_graph, calibration.ranges, lowering)
+    return CompileResult(float_graph, integer_graph, calibration, records, stats,
+                         analyze_ranges(integer_graph))
