@@ -74,18 +74,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="activation range observer")
     parser.add_argument("--symmetric", action="store_true",
                         help="symmetric (zero point 0) activations everywhere")
+    parser.add_argument("--migration-alpha", type=_alpha, default=0.5, metavar="ALPHA|none",
+                        help="SmoothQuant strength for LayerNorm -> linear scale migration "
+                             "(default 0.5; 'none' keeps per-tensor LayerNorm codes)")
+
+
+def _alpha(text: str) -> float | None:
+    if text == "none":
+        return None
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("alpha must lie in [0, 1] or be 'none'")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
     graph = capture(args.model)
     data = calibration_data(args.model, args.calib, args.calib_samples)
     options = CompileOptions(bits=int(args.bits), calibration_method=args.calib_method,
-                             symmetric_activations=args.symmetric)
+                             symmetric_activations=args.symmetric,
+                             migration_alpha=args.migration_alpha)
     result = compile_graph(graph, data, options)
     sample = {k: v[:AGREEMENT_SAMPLES] for k, v in data.items()}
     errors = agreement(result, sample)
     settings = {"bits": options.bits, "calibration method": options.calibration_method,
-                "symmetric activations": options.symmetric_activations}
+                "symmetric activations": options.symmetric_activations,
+                "migration alpha": options.migration_alpha}
     report = render_report(result, args.model, settings, errors)
 
     def fill(folder: Path) -> None:

@@ -44,6 +44,7 @@ ORT_DTYPES: dict[str, frozenset[str]] = {
     "Max": _NUMERIC, "Min": _NUMERIC, "Clip": _NUMERIC, "ReduceMax": _NUMERIC,
     "Where": _NUMERIC,  # of the branches
     "Relu": frozenset({"int8", "int32", "float32", "float64"}),
+    "Neg": frozenset({"int8", "int16", "int32", "int64", "float32", "float64"}),
     "MaxPool": frozenset({"int8", "uint8", "float32", "float64"}),
 }
 """onnxruntime 1.32 CPU kernels, where some lowbit dtypes lack one (int16 lacks them all)."""
@@ -153,7 +154,7 @@ class Emitter:
         source = np.asarray(value)
         if not fits(source, dtype):
             raise ValueError(f"constant {source} does not fit {dtype}")
-        array = np.ascontiguousarray(source.astype(dtype))
+        array = np.array(source.astype(dtype), order="C")  # keeps 0-d arrays 0-d
         key = (dtype, array.shape, array.tobytes())
         if key not in self._consts:
             name = self.fresh(hint, scope="const")
@@ -276,7 +277,7 @@ class Emitter:
 
     # -- the model --------------------------------------------------------------------------
     def initializer_protos(self) -> list[onnx.TensorProto]:
-        return [numpy_helper.from_array(np.ascontiguousarray(a), name)
+        return [numpy_helper.from_array(np.array(a, order="C"), name)
                 for name, a in self.initializers.items()]
 
 

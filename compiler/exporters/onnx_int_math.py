@@ -43,31 +43,23 @@ def shift_left(em: Emitter, x: str, k: int) -> str:
     return em.mul(x, 1 << k)
 
 
-def pow2(em: Emitter, c: Shift) -> str | np.ndarray:
-    """``2^c``: a constant array when ``c`` is constant, else a table lookup."""
+def pow2(em: Emitter, c: Shift) -> str:
+    """``2^c`` as an int64 value: a constant for a constant ``c``, else a table lookup."""
     if isinstance(c, str):
         return em.gather(POW2, c)
-    c = np.asarray(c, np.int64)
-    if c.size and (c.min() < 0 or c.max() > MAX_SHIFT):
-        raise ValueError(f"shift must lie in [0, {MAX_SHIFT}]")
-    return np.left_shift(np.int64(1), c)
+    return em.const(np.left_shift(np.int64(1), _checked(c)), "int64", "pow2")
 
 
 def floor_shift(em: Emitter, x: str, c: Shift) -> str:
     """``x >> c``, the arithmetic (flooring) right shift, for any sign of ``x``."""
     if _is_const_zero(c):
         return x
-    p = pow2(em, c)
-    divisor = p if isinstance(p, str) else em.const(p, "int64", "pow2")
-    return em.div(em.sub(x, em.mod(x, divisor)), divisor)
+    return _floor_div(em, x, pow2(em, c))
 
 
 def floor_shift_nonneg(em: Emitter, x: str, c: Shift) -> str:
     """``x >> c`` for ``x >= 0``, where truncating division is floor."""
-    if _is_const_zero(c):
-        return x
-    p = pow2(em, c)
-    return em.div(x, p if isinstance(p, str) else em.const(p, "int64", "pow2"))
+    return x if _is_const_zero(c) else em.div(x, pow2(em, c))
 
 
 def rounding_shift(em: Emitter, x: str, c: Shift) -> str:
@@ -75,12 +67,23 @@ def rounding_shift(em: Emitter, x: str, c: Shift) -> str:
     if _is_const_zero(c):
         return x
     p = pow2(em, c)
-    if isinstance(p, str):
-        half: str | np.ndarray = em.div(p, 2)
+    if isinstance(c, str):
+        half = em.div(p, 2)  # 2^c // 2: 0 for c == 0
     else:
-        half = p >> 1
-    return floor_shift(em, em.add(x, half if isinstance(half, str)
-                                  else em.const(half, "int64", "half")), c)
+        half = em.const(np.left_shift(np.int64(1), _checked(c)) >> 1, "int64", "half")
+    return _floor_div(em, em.add(x, half), p)
+
+
+def _floor_div(em: Emitter, x: str, p: str) -> str:
+    """``floor(x / p)`` for ``p > 0``: ``x - x mod p`` is a multiple of ``p``, so Div is exact."""
+    return em.div(em.sub(x, em.mod(x, p)), p)
+
+
+def _checked(c: int | np.ndarray) -> np.ndarray:
+    c = np.asarray(c, np.int64)
+    if c.size and (c.min() < 0 or c.max() > MAX_SHIFT):
+        raise ValueError(f"shift must lie in [0, {MAX_SHIFT}]")
+    return c
 
 
 def exact_sum(em: Emitter, x: str, axes: Sequence[int], keepdims: bool,

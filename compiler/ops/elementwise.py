@@ -76,6 +76,11 @@ def infer_clip(x: TensorType, *, min: float | None, max: float | None) -> Tensor
 
 
 def eval_clip(x: np.ndarray, *, min: float | None, max: float | None) -> np.ndarray:
+    if np.issubdtype(x.dtype, np.integer):  # clip in the integer dtype itself: no float trip
+        info = np.iinfo(x.dtype)
+        low = info.min if min is None else int(np.clip(np.trunc(min), info.min, info.max))
+        high = info.max if max is None else int(np.clip(np.trunc(max), info.min, info.max))
+        return np.clip(x, x.dtype.type(low), x.dtype.type(high))
     return np.clip(x, min, max).astype(x.dtype)
 
 

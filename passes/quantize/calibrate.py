@@ -25,11 +25,13 @@ from lowbit.runtime.interpreter import run_graph
 
 @dataclass(frozen=True)
 class Calibration:
-    """Clipping range per activation value, from one observer method."""
+    """Clipping range per activation value, from one observer method, and each float
+    activation's per-channel (last axis) maximum magnitude for scale-migration passes."""
 
     method: str
     ranges: dict[str, tuple[float, float]]
     samples: int
+    channel_absmax: dict[str, np.ndarray]
 
     def save(self, path: str | os.PathLike[str]) -> None:
         doc = {"method": self.method, "samples": self.samples,
@@ -50,6 +52,7 @@ def calibrate(graph: Graph, data: Mapping[str, np.ndarray], *, method: str = "mi
     observed = [v for n in graph.nodes for v in n.outputs if graph.types[v].dtype.startswith("float")]
     observed += list(graph.inputs)  # integer inputs too: their ranges bound the range analysis
     observers = {v: RangeObserver(method) for v in observed}
+    channel_absmax: dict[str, np.ndarray] = {}
     starts = range(0, total, batch_size)
     for start in tqdm(starts, desc=f"calibrating {graph.name}", unit="batch",
                       disable=not progress, leave=False):
@@ -57,4 +60,12 @@ def calibrate(graph: Graph, data: Mapping[str, np.ndarray], *, method: str = "mi
         values = run_graph(graph, feeds, keep=True)
         for name, observer in observers.items():
             observer.observe(values[name])
-    return Calibration(method, {v: o.range() for v, o in observers.items()}, total)
+            if values[name].ndim and values[name].dtype.kind == "f":
+                _update_channel_absmax(channel_absmax, name, values[name])
+    return Calibration(method, {v: o.range() for v, o in observers.items()}, total,
+                       channel_absmax)
+
+
+def _update_channel_absmax(store: dict[str, np.ndarray], name: str, values: np.ndarray) -> None:
+    batch_max = np.abs(values).reshape(-1, values.shape[-1]).max(axis=0)
+    store[name] = np.maximum(store[name], batch_max) if name in store else batch_max

@@ -44,6 +44,17 @@ class LoweringOptions:
     bits: int = 8
     symmetric_activations: bool = False
     wide_dtype: str = "int16"
+    # SmoothQuant strength for LayerNorm -> linear migration; None keeps per-tensor codes.
+    migration_alpha: float | None = 0.5
+
+
+@dataclass(frozen=True)
+class ConsumerCodes:
+    """Codes of a value made for one consumer, whose weight columns absorb ``column_scale``."""
+
+    codes: str
+    qparams: QParams
+    column_scale: np.ndarray
 
 
 @dataclass
@@ -54,7 +65,9 @@ class LoweringContext:
     ranges: Mapping[str, tuple[float, float]]
     options: LoweringOptions
     builder: GraphBuilder
+    channel_absmax: Mapping[str, np.ndarray] = field(default_factory=dict)
     bound: dict[str, tuple[str, QParams]] = field(default_factory=dict)
+    per_consumer: dict[tuple[str, str], ConsumerCodes] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -96,9 +109,10 @@ class LoweringContext:
             raise LowbitError(f"no calibrated range for value {float_name!r}")
         return self.ranges[float_name]
 
-    def qparams_for(self, float_name: str) -> QParams:
+    def qparams_for(self, float_name: str, consumers: Iterable[Node] | None = None) -> QParams:
         """Activation qparams of a value, its dtype chosen by what consumes it."""
-        consumers = {n.op for n in self.users.get(float_name, [])}
+        users = self.users.get(float_name, []) if consumers is None else consumers
+        consumers = {n.op for n in users}
         wide = bool(consumers & WIDE_CONSUMERS) and not consumers & PRODUCT_CONSUMERS
         dtype = self.options.wide_dtype if wide else "int8"
         symmetric = self.options.symmetric_activations or bool(consumers & SYMMETRIC_CONSUMERS)
@@ -145,7 +159,9 @@ def dyadic_or_zero(ratios: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lower_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]],
-                options: LoweringOptions = LoweringOptions()) -> tuple[Graph, dict[str, Any]]:
+                options: LoweringOptions = LoweringOptions(),
+                channel_absmax: Mapping[str, np.ndarray] | None = None
+                ) -> tuple[Graph, dict[str, Any]]:
     from lowbit.passes.quantize.lowering_rules import LOWERING_RULES
 
     input_ranges = {name: [int(np.floor(ranges[name][0])), int(np.ceil(ranges[name][1]))]
@@ -155,7 +171,7 @@ def lower_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]],
                                                  "bits": options.bits,
                                                  "input_ranges": input_ranges})
     builder.graph.captured.update(graph.captured)
-    ctx = LoweringContext(graph, ranges, options, builder)
+    ctx = LoweringContext(graph, ranges, options, builder, channel_absmax or {})
     for name in graph.inputs:
         _lower_input(ctx, name)
     for node in graph.nodes:

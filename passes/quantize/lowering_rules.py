@@ -16,7 +16,7 @@ import numpy as np
 from lowbit.compiler.errors import LowbitError, UnsupportedOpError
 from lowbit.compiler.ir import Node
 from lowbit.compiler.ops.integer import gelu_plan
-from lowbit.passes.quantize.lowering import LoweringContext
+from lowbit.passes.quantize.lowering import ConsumerCodes, LoweringContext
 from lowbit.passes.quantize.qparams import (QParams, activation_qparams,
                                             quantize_weight_per_channel, quantize_tensor)
 
@@ -76,18 +76,26 @@ def _quantized_bias(ctx: LoweringContext, node: Node, acc_scale: np.ndarray) -> 
     return ctx.add_constant(bias.astype(np.int32), f"{node.name}.bias_q")
 
 
-def _weight_codes(ctx: LoweringContext, node: Node) -> tuple[str, np.ndarray]:
+def _weight_codes(ctx: LoweringContext, node: Node, column_scale: np.ndarray | None = None
+                  ) -> tuple[str, np.ndarray]:
     weight = ctx.constant(node.inputs[1])
     if weight is None:
         raise UnsupportedOpError("weights computed at run time are not supported")
+    if column_scale is not None:
+        weight = weight.astype(np.float64) * column_scale
     codes, scales = quantize_weight_per_channel(weight, ctx.options.bits)
     return ctx.add_constant(codes, f"{node.name}.weight_q"), scales
 
 
 @rule("conv", "linear")
 def lower_conv_or_linear(ctx: LoweringContext, node: Node) -> None:
-    x, xq = ctx.value(node.inputs[0])
-    weight, w_scales = _weight_codes(ctx, node)
+    special = ctx.per_consumer.get((node.inputs[0], node.name))
+    if special is not None:
+        x, xq = special.codes, special.qparams
+        weight, w_scales = _weight_codes(ctx, node, special.column_scale)
+    else:
+        x, xq = ctx.value(node.inputs[0])
+        weight, w_scales = _weight_codes(ctx, node)
     acc_scale = xq.scale * w_scales
     bias = _quantized_bias(ctx, node, acc_scale)
     if node.op == "conv":
@@ -263,6 +271,13 @@ def lower_gelu(ctx: LoweringContext, node: Node) -> None:
 
 @rule("layer_norm")
 def lower_layer_norm(ctx: LoweringContext, node: Node) -> None:
+    """I-BERT normalization, then one requantization per group of consumers.
+
+    The linear layers reading the output get their own codes with per-channel scales
+    ``s`` (SmoothQuant's migration, chosen from calibration) folded into the requantization's
+    gamma and beta and into their weight columns, so outlier channels cost no resolution;
+    other consumers (the residual add) get plain per-tensor codes. Exact in real arithmetic.
+    """
     codes, qparams = ctx.value(node.inputs[0])
     rank = ctx.source.types[node.inputs[0]].rank
     if node.attrs.get("axis", -1) not in (-1, rank - 1):
@@ -273,14 +288,48 @@ def lower_layer_norm(ctx: LoweringContext, node: Node) -> None:
     channels = int(ctx.source.types[node.inputs[0]].shape[-1])
     gamma = _affine(ctx, node, 1, np.ones(channels))
     beta = _affine(ctx, node, 2, np.zeros(channels))
-    out = ctx.qparams_for(node.outputs[0])
+    out_name = node.outputs[0]
+    users = ctx.users.get(out_name, [])
+    linears = [u for u in users if u.op == "linear" and ctx.is_constant(u.inputs[1])]
+    scales = _migration_scales(ctx, out_name, linears)
+    if scales is not None:
+        absmax = float((ctx.channel_absmax[out_name] / scales).max())
+        smooth_q = activation_qparams(-absmax, absmax, "int8", symmetric=True)
+        smooth = _affine_requantize(ctx, node, normalized, gamma / scales, beta / scales,
+                                    smooth_q, "smooth")
+        for layer in linears:
+            ctx.per_consumer[(out_name, layer.name)] = ConsumerCodes(smooth, smooth_q, scales)
+        users = [u for u in users if u not in linears]
+        ctx.stats.setdefault("migrated_layer_norms", {})[node.name] = {
+            "act_absmax_before": float(ctx.channel_absmax[out_name].max()),
+            "act_absmax_after": absmax}
+    if users or out_name in ctx.source.outputs:
+        out = ctx.qparams_for(out_name, users)
+        ctx.bind(out_name, _affine_requantize(ctx, node, normalized, gamma, beta, out, ""), out)
+
+
+def _migration_scales(ctx: LoweringContext, value: str, linears: list[Node]
+                      ) -> np.ndarray | None:
+    alpha = ctx.options.migration_alpha
+    if alpha is None or not linears or value not in ctx.channel_absmax:
+        return None
+    weight_absmax = np.max([np.abs(ctx.constant(u.inputs[1])).max(axis=0) for u in linears],
+                           axis=0)
+    act = np.maximum(ctx.channel_absmax[value].astype(np.float64), 1e-8)
+    weight = np.maximum(weight_absmax.astype(np.float64), 1e-8)
+    return np.clip(act**alpha / weight ** (1.0 - alpha), 1e-4, 1e4)
+
+
+def _affine_requantize(ctx: LoweringContext, node: Node, normalized: str, gamma: np.ndarray,
+                       beta: np.ndarray, out: QParams, tag: str) -> str:
     mult, offset, shift = layernorm_affine(gamma, beta, out)
-    inputs = [normalized, ctx.add_constant(mult, f"{node.name}.gamma_q"),
-              ctx.add_constant(np.array(shift, np.int64), f"{node.name}.shift"),
-              ctx.add_constant(offset, f"{node.name}.beta_q")]
-    ctx.bind(node.outputs[0], ctx.emit("requantize", inputs, node.origin,
-                                       {"zero_point": out.zero_point, "dtype": out.dtype,
-                                        "qmin": out.qmin, "qmax": out.qmax}, node.name), out)
+    hint = f"{node.name}.{tag}" if tag else node.name
+    inputs = [normalized, ctx.add_constant(mult, f"{hint}.gamma_q"),
+              ctx.add_constant(np.array(shift, np.int64), f"{hint}.shift"),
+              ctx.add_constant(offset, f"{hint}.beta_q")]
+    return ctx.emit("requantize", inputs, node.origin,
+                    {"zero_point": out.zero_point, "dtype": out.dtype, "qmin": out.qmin,
+                     "qmax": out.qmax}, hint)
 
 
 NORM_FRACTION_BITS = 24

@@ -28,6 +28,7 @@ class CompileOptions:
     bits: int = 8
     calibration_method: str = "minmax"
     symmetric_activations: bool = False
+    migration_alpha: float | None = 0.5
     progress: bool = True
 
 
@@ -49,7 +50,9 @@ def compile_graph(graph: Graph, calibration_data: Mapping[str, np.ndarray],
     calibration = calibrate(float_graph, calibration_data, method=options.calibration_method,
                             progress=options.progress)
     lowering = LoweringOptions(bits=options.bits,
-                               symmetric_activations=options.symmetric_activations)
-    integer_graph, stats = lower_graph(float_graph, calibration.ranges, lowering)
+                               symmetric_activations=options.symmetric_activations,
+                               migration_alpha=options.migration_alpha)
+    integer_graph, stats = lower_graph(float_graph, calibration.ranges, lowering,
+                                       calibration.channel_absmax)
     return CompileResult(float_graph, integer_graph, calibration, records, stats,
                          analyze_ranges(integer_graph))

@@ -1,0 +1,202 @@
+"""LRP rules for ops that are affine in their live operand: conv, linear, matmul, batch norm, pooling.
+
+Formulas follow zennit (``src/zennit/rules.py``, Anders et al. 2021) term by term, including
+its conventions: the stabilizer adds ``eps * sign(z)`` with sign(0) = +1; Gamma uses the
+generalized form for inputs of either sign (Andeol et al. 2021); ZPlus and AlphaBeta keep the
+bias only in the copies that take ``x+``, clamped to its positive (or negative) part; Flat uses
+ones for inputs and weights and no bias (Lapuschkin et al. 2019). With notation ``z = Wx + b``:
+
+- Epsilon (Bach et al. 2015):   ``R_x = x * W^T (R / stab(z))``
+- Gamma (Montavon et al. 2019): ``R_x = x+ W_p^T g_p + x- W_n^T g_p + x+ W_n^T g_n + x- W_p^T g_n``
+  with ``W_p = W + gamma W+``, ``W_n = W + gamma W-``, ``g_p = [z > 0] R / stab(z_p)`` etc.
+- ZPlus: ``R_x = x+ W+^T g + x- W-^T g``, ``g = R / stab(x+ W+ + x- W- + b+)``
+- AlphaBeta: ``alpha`` times the positive part minus ``beta`` times the negative part, each
+  normalized by its own stabilized sum; requires ``alpha - beta = 1``.
+
+When both factors of a matmul carry relevance (a product of two activations) each takes half
+of the rule applied with the other factor as its weight: AttnLRP's uniform rule followed by
+the chosen rule (Achtibat et al. 2024, Prop. 3.3; for epsilon this is their ``R / (2 z)``).
+Relevance taken by the bias, and relevance a rule drops (Gamma at ``z == 0``), is reported as
+``constants``, so conservation holds up to the stabilizer's share. The unmodified ``z`` is the
+node's output from the forward run (as zennit, which recomputes it in the forward's precision),
+so the signs the rules test agree with the activations the relevance came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from lowbit.passes.relevance.base import (STABILIZED, Affine, Split, Stabilizer, Step, negative,
+                                          positive)
+
+FactorRule = Callable[[Affine], tuple[np.ndarray, float]]
+
+
+def per_factor(step: Step, rule: str, factor: FactorRule) -> Split:
+    """Apply ``factor`` to every live factor; two live factors share the relevance equally."""
+    views = step.affines(rule)
+    if not views:
+        raise step.fail("no operand carries relevance")
+    share = 1.0 / len(views)
+    inputs: list[np.ndarray | None] = [None] * len(step.inputs)
+    constants = 0.0
+    for view in views:
+        relevance, kept = factor(view)
+        inputs[view.operand] = share * relevance
+        constants += share * kept
+    return Split(tuple(inputs), constants)
+
+
+def _weight(view: Affine, rule: str, step: Step) -> np.ndarray:
+    if view.weight is None:
+        raise step.fail(f"rule {rule!r} modifies weights, but this op has none")
+    return view.weight
+
+
+def _part(bias: np.ndarray | None, sign: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
+    return None if bias is None else sign(bias)
+
+
+def _total(term: np.ndarray | None, g: np.ndarray) -> float:
+    return 0.0 if term is None else float(np.sum(term * g))
+
+
+@dataclass(frozen=True)
+class Epsilon:
+    """LRP-epsilon (Bach et al. 2015); ``epsilon = 0`` is LRP-0. ``signed=False`` adds epsilon
+    without the sign, as LXT does (AttnLRP)."""
+
+    epsilon: float = 1e-6
+    signed: bool = True
+    name: ClassVar[str] = "epsilon"
+    tolerance: ClassVar[float | None] = STABILIZED
+
+    def __call__(self, step: Step) -> Split:
+        stab = Stabilizer(self.epsilon, self.signed)
+
+        def factor(view: Affine) -> tuple[np.ndarray, float]:
+            g = step.relevance / stab(step.output)
+            return view.x * view.adjoint(g, view.weight), _total(view.bias, g)
+
+        return per_factor(step, self.name, factor)
+
+
+@dataclass(frozen=True)
+class Gamma:
+    """Generalized LRP-gamma (Montavon et al. 2019; Andeol et al. 2021), zennit's ``Gamma``."""
+
+    gamma: float = 0.25
+    stabilizer: float = 1e-6
+    name: ClassVar[str] = "gamma"
+    tolerance: ClassVar[float | None] = STABILIZED
+
+    def __post_init__(self) -> None:
+        if not self.gamma >= 0:
+            raise ValueError(f"gamma must be >= 0, not {self.gamma}")
+
+    def __call__(self, step: Step) -> Split:
+        stab = Stabilizer(self.stabilizer)
+
+        def factor(view: Affine) -> tuple[np.ndarray, float]:
+            w = _weight(view, self.name, step)
+            x_pos, x_neg = positive(view.x), negative(view.x)
+            w_pos, w_neg = w + self.gamma * positive(w), w + self.gamma * negative(w)
+            b = view.bias
+            b_pos = None if b is None else b + self.gamma * positive(b)
+            b_neg = None if b is None else b + self.gamma * negative(b)
+            z = step.output
+            z_pos = view.output(x_pos, w_pos, b_pos) + view.apply(x_neg, w_neg)
+            z_neg = view.output(x_pos, w_neg, b_neg) + view.apply(x_neg, w_pos)
+            g_pos = (z > 0) * step.relevance / stab(z_pos)
+            g_neg = (z < 0) * step.relevance / stab(z_neg)
+            relevance = (x_pos * view.adjoint(g_pos, w_pos) + x_neg * view.adjoint(g_pos, w_neg)
+                         + x_pos * view.adjoint(g_neg, w_neg) + x_neg * view.adjoint(g_neg, w_pos))
+            dropped = float(np.sum(step.relevance * (z == 0)))  # zennit drops it too
+            return relevance, _total(b_pos, g_pos) + _total(b_neg, g_neg) + dropped
+
+        return per_factor(step, self.name, factor)
+
+
+@dataclass(frozen=True)
+class ZPlus:
+    """LRP-z+ (Montavon et al. 2017), alpha = 1, beta = 0 allowing negative inputs; zennit's
+    ``ZPlus``."""
+
+    stabilizer: float = 1e-6
+    name: ClassVar[str] = "zplus"
+    tolerance: ClassVar[float | None] = STABILIZED
+
+    def __call__(self, step: Step) -> Split:
+        stab = Stabilizer(self.stabilizer)
+
+        def factor(view: Affine) -> tuple[np.ndarray, float]:
+            w = _weight(view, self.name, step)
+            x_pos, x_neg, w_pos, w_neg = positive(view.x), negative(view.x), positive(w), negative(w)
+            b_pos = _part(view.bias, positive)
+            g = step.relevance / stab(view.output(x_pos, w_pos, b_pos) + view.apply(x_neg, w_neg))
+            relevance = x_pos * view.adjoint(g, w_pos) + x_neg * view.adjoint(g, w_neg)
+            return relevance, _total(b_pos, g)
+
+        return per_factor(step, self.name, factor)
+
+
+@dataclass(frozen=True)
+class AlphaBeta:
+    """LRP-alpha-beta (Bach et al. 2015), zennit's ``AlphaBeta``. Not conservative by design:
+    a neuron whose negative (or positive) part is empty still removes beta (adds alpha) times
+    its relevance, so no tolerance is stated."""
+
+    alpha: float = 2.0
+    beta: float = 1.0
+    stabilizer: float = 1e-6
+    name: ClassVar[str] = "alphabeta"
+    tolerance: ClassVar[float | None] = None
+
+    def __post_init__(self) -> None:
+        if self.alpha < 0 or self.beta < 0 or self.alpha - self.beta != 1:
+            raise ValueError(f"alpha-beta needs alpha, beta >= 0 and alpha - beta = 1, "
+                             f"not alpha={self.alpha}, beta={self.beta}")
+
+    def __call__(self, step: Step) -> Split:
+        stab = Stabilizer(self.stabilizer)
+
+        def factor(view: Affine) -> tuple[np.ndarray, float]:
+            w = _weight(view, self.name, step)
+            x_pos, x_neg, w_pos, w_neg = positive(view.x), negative(view.x), positive(w), negative(w)
+            b_pos, b_neg = _part(view.bias, positive), _part(view.bias, negative)
+            g_pos = step.relevance / stab(view.output(x_pos, w_pos, b_pos)
+                                          + view.apply(x_neg, w_neg))
+            g_neg = step.relevance / stab(view.output(x_pos, w_neg, b_neg)
+                                          + view.apply(x_neg, w_pos))
+            relevance = (self.alpha * (x_pos * view.adjoint(g_pos, w_pos)
+                                       + x_neg * view.adjoint(g_pos, w_neg))
+                         - self.beta * (x_pos * view.adjoint(g_neg, w_neg)
+                                        + x_neg * view.adjoint(g_neg, w_pos)))
+            kept = self.alpha * _total(b_pos, g_pos) - self.beta * _total(b_neg, g_neg)
+            return relevance, kept
+
+        return per_factor(step, self.name, factor)
+
+
+@dataclass(frozen=True)
+class Flat:
+    """LRP-flat (Lapuschkin et al. 2019): relevance spread evenly over each output's receptive
+    field (inputs and weights set to ones, no bias); zennit's ``Flat``."""
+
+    stabilizer: float = 1e-6
+    name: ClassVar[str] = "flat"
+    tolerance: ClassVar[float | None] = STABILIZED
+
+    def __call__(self, step: Step) -> Split:
+        stab = Stabilizer(self.stabilizer)
+
+        def factor(view: Affine) -> tuple[np.ndarray, float]:
+            ones = np.ones_like(_weight(view, self.name, step))
+            g = step.relevance / stab(view.apply(np.ones_like(view.x), ones))
+            return view.adjoint(g, ones), 0.0
+
+        return per_factor(step, self.name, factor)
