@@ -14,11 +14,13 @@ from lowbit import __version__
 from lowbit.cli.command import Command
 from lowbit.compiler.artifact import FLOAT_GRAPH, INTEGER_GRAPH, MANIFEST, write_directory
 from lowbit.compiler.errors import LowbitError
+from lowbit.compiler.exporters import export_onnx
 from lowbit.compiler.importers import capture
 from lowbit.compiler.serialize import save_graph
 from lowbit.passes.quantize.observers import OBSERVERS
 from lowbit.passes.quantize.pipeline import CompileOptions, CompileResult, compile_graph
 from lowbit.passes.quantize.report import agreement, render_report
+from lowbit.runtime.backends import ONNX_PROGRAM
 from lowbit.runtime.npz import load_npz
 
 AGREEMENT_SAMPLES = 32
@@ -56,7 +58,8 @@ def manifest(result: CompileResult, source: str, options: CompileOptions) -> dic
         "inputs": {n: str(graph.types[n]) for n in graph.inputs},
         "outputs": {n: str(graph.types[n]) for n in graph.outputs},
         "boundary": boundary(result),
-        "files": {"integer": INTEGER_GRAPH, "float": FLOAT_GRAPH, "report": "report.md",
+        "files": {"integer": INTEGER_GRAPH, "float": FLOAT_GRAPH, "onnx": ONNX_PROGRAM,
+                  "report": "report.md",
                   "calibration": "calibration.json"},
     }
 
@@ -104,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
     def fill(folder: Path) -> None:
         save_graph(result.integer_graph, folder / INTEGER_GRAPH)
+        export_onnx(result.integer_graph, folder / ONNX_PROGRAM)
         save_graph(result.float_graph, folder / FLOAT_GRAPH)
         result.calibration.save(folder / "calibration.json")
         (folder / "report.md").write_text(report)

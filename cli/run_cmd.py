@@ -1,7 +1,8 @@
-"""``lowbit run MODEL --input X.npz --output Y.npz [--backend interp]``.
+"""``lowbit run MODEL --input X.npz --output Y.npz [--backend interp|onnx]``.
 
-MODEL is a graph file (or anything ``capture`` accepts). Inputs and outputs are npz files keyed
-by the graph's input and output names; the output file is written atomically.
+MODEL is a compile directory, a graph file or anything ``capture`` accepts. Inputs and
+outputs are npz files keyed by the graph's input and output names; the output file is
+written atomically.
 """
 
 from __future__ import annotations
@@ -11,11 +12,8 @@ import sys
 
 from lowbit.cli.command import Command
 from lowbit.compiler.errors import InputError
-from lowbit.compiler.importers import capture
-from lowbit.runtime.interpreter import run_graph
+from lowbit.runtime.backends import BACKENDS
 from lowbit.runtime.npz import load_npz, save_npz
-
-BACKENDS = {"interp": run_graph}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,15 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    graph = capture(args.model)
     feeds = load_npz(args.input)
     try:
-        outputs = BACKENDS[args.backend](graph, feeds)
+        outputs = BACKENDS[args.backend](args.model, feeds)
     except InputError as err:
         raise err.located(file=args.input) from None
     save_npz(args.output, outputs)
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items())
-    print(f"ran {graph.name} ({args.backend}): {shapes} -> {args.output}", file=sys.stderr)
+    print(f"ran {args.model} ({args.backend}): {shapes} -> {args.output}", file=sys.stderr)
     return 0
 
 

@@ -473,20 +473,6 @@ def test_cast(source: str, target: str) -> None:
     assert_bit_exact(graph, random_feeds(graph))
 
 
-# -- lowered bundled models ----------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["digits-cnn", "digits-vit"])
-def test_lowered_bundled_model_is_bit_exact(name: str) -> None:
-    from lowbit.compiler.importers import capture
-    from lowbit.models import get_model
-    from lowbit.passes.quantize.pipeline import CompileOptions, compile_graph
-
-    model = get_model(name)
-    lowered = compile_graph(capture(name), model.sample_inputs(32, "calib"),
-                            CompileOptions(progress=False)).integer_graph
-    samples = model.sample_inputs(max(BATCHES), "test")
-    assert_bit_exact(lowered, lambda batch: {k: v[:batch] for k, v in samples.items()})
-
-
 # -- the contract -------------------------------------------------------------------------------
 def test_export_onnx_writes_a_model_with_names_and_a_symbolic_batch(tmp_path) -> None:
     graph = one_op("int_sum", [TensorType("int8", (N, 3, 4))], {"axes": (2,), "zero_point": 1})

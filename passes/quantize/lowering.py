@@ -190,9 +190,27 @@ def lower_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]],
             raise LowbitError(f"integer lowering failed: {err}", node=node.name,
                               op=node.op) from None
     outputs = [_lower_output(ctx, name) for name in graph.outputs]
+    _attach_absorbed_origins(ctx)
     result = builder.finish(outputs)
     check_integer_only(result)
     return result, ctx.stats
+
+
+def _attach_absorbed_origins(ctx: LoweringContext) -> None:
+    """A float node that became no integer op (a constant factor folded into a scale, an exact
+    cast) is implemented by its consumers' integer nodes: they inherit its origin."""
+    emitted = ctx.builder.graph.nodes
+    covered = frozenset().union(*(n.origin for n in emitted))
+    for node in reversed(ctx.source.nodes):
+        missing = node.origin - covered
+        if not missing:
+            continue
+        consumers = frozenset().union(*(c.origin for v in node.outputs
+                                        for c in ctx.users.get(v, [])))
+        for target in emitted:
+            if target.origin & consumers:
+                target.origin = target.origin | missing
+        covered |= missing
 
 
 def _lower_input(ctx: LoweringContext, name: str) -> None:
