@@ -18,8 +18,12 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(LOWBIT) capture $(MODEL) --out $(OUT)/$(MODEL).lowbit
-	$(LOWBIT) show $(OUT)/$(MODEL).lowbit
 	$(LOWBIT) check $(MODEL)
+	$(LOWBIT) compile $(MODEL) --out $(OUT)/$(MODEL)
+	$(PY) -m lowbit.models.sample $(MODEL) --count 16 --out $(OUT)/$(MODEL)-inputs.npz
+	$(LOWBIT) run $(OUT)/$(MODEL) --input $(OUT)/$(MODEL)-inputs.npz --output $(OUT)/$(MODEL)-interp.npz --backend interp
+	$(LOWBIT) run $(OUT)/$(MODEL) --input $(OUT)/$(MODEL)-inputs.npz --output $(OUT)/$(MODEL)-onnx.npz --backend onnx
+	cat $(OUT)/$(MODEL)/report.md
 
 test: $(STAMP)
 	$(PY) -m pytest -q

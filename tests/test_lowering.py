@@ -161,3 +161,42 @@ def test_batch_norm_folding_keeps_torch_output() -> None:
         want = model.load()(torch.from_numpy(feeds["image"])).numpy()
     assert relative_error(run_graph(folded, feeds)["logits"], want) < 1e-5
     assert folded.covered_origins() == graph.covered_origins()
+
+
+class UserNet(torch.nn.Module):
+    """A model lowbit does not bundle, with ops the bundled ones lack."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8, 5)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.silu(self.bn(self.conv(pixels)))
+        y = torch.nn.functional.avg_pool2d(torch.tanh(y) + torch.sigmoid(y), 2, padding=1)
+        return self.fc(y.mean((2, 3)))
+
+
+def test_user_onnx_model_compiles_bit_exact_and_close(tmp_path) -> None:
+    from lowbit.compiler.importers.onnx_import import import_onnx
+
+    torch.manual_seed(0)
+    model = UserNet().eval()
+    path = tmp_path / "user.onnx"
+    torch.onnx.export(model, (torch.randn(2, 3, 12, 12),), str(path), input_names=["pixels"],
+                      output_names=["scores"], dynamic_axes={"pixels": {0: "b"}},
+                      opset_version=17, dynamo=False)
+    rng = np.random.default_rng(0)
+    calib = {"pixels": rng.standard_normal((64, 3, 12, 12)).astype(np.float32)}
+    result = compile_graph(import_onnx(path), calib, CompileOptions(progress=False))
+    assert {"gather", "int_conv"} <= set(result.integer_graph.op_histogram())
+    assert len(result.lowering_stats["lookup_tables"]) == 3
+    exported = tmp_path / "int.onnx"
+    export_onnx(result.integer_graph, exported)
+    feeds = {"pixels": rng.standard_normal((5, 3, 12, 12)).astype(np.float32)}
+    got = run_graph(result.integer_graph, feeds)["scores"]
+    assert np.array_equal(got, run_onnxruntime(str(exported), feeds)["scores"])
+    with torch.no_grad():
+        want = model(torch.from_numpy(feeds["pixels"])).numpy()
+    assert relative_error(got, want) < 0.02

@@ -15,6 +15,7 @@ import numpy as np
 
 from lowbit.compiler.errors import LowbitError, UnsupportedOpError
 from lowbit.compiler.ir import Node
+from lowbit.compiler.ops import OP_TABLE
 from lowbit.compiler.ops.integer import gelu_plan
 from lowbit.passes.quantize.lowering import ConsumerCodes, LoweringContext
 from lowbit.passes.quantize.qparams import (QParams, activation_qparams,
@@ -439,3 +440,46 @@ def lower_pow(ctx: LoweringContext, node: Node) -> None:
                       {"a_zero_point": qparams.zero_point, "b_zero_point": qparams.zero_point},
                       f"{node.name}.square")
     _finish_product(ctx, node, square, qparams.scale**2, None)
+
+
+LOOKUP_OPS = ("sigmoid", "tanh", "silu", "erf", "exp", "log", "abs", "neg", "reciprocal")
+
+
+@rule(*LOOKUP_OPS)
+def lower_by_lookup_table(ctx: LoweringContext, node: Node) -> None:
+    """Any elementwise function of 8- or 16-bit codes is a table indexed by the code: the table
+    is computed at compile time with the float kernel, the program only gathers from it."""
+    codes, qparams = ctx.value(node.inputs[0])
+    if qparams.dtype not in ("int8", "uint8", "int16") or qparams.exact:
+        raise UnsupportedOpError(f"table lookup needs 8- or 16-bit codes, not {qparams.dtype}")
+    out = ctx.qparams_for(node.outputs[0])
+    domain = np.arange(qparams.qmin, qparams.qmax + 1, dtype=np.int64)
+    real = ((domain - qparams.zero_point) * qparams.scale).astype(np.float32)
+    with np.errstate(all="ignore"):
+        values = OP_TABLE[node.op].run([real], node.attrs, 1)[0].astype(np.float64)
+    values = np.nan_to_num(values, nan=0.0, posinf=out.qmax * out.scale,
+                           neginf=out.qmin * out.scale)
+    table = ctx.add_constant(quantize_tensor(values, out), f"{node.name}.table")
+    wide = ctx.emit("cast", [codes], node.origin, {"to": "int64"}, f"{node.name}.wide")
+    offset = ctx.add_constant(np.array(-qparams.qmin, np.int64), f"{node.name}.offset")
+    index = ctx.emit("add", [wide, offset], node.origin, None, f"{node.name}.index")
+    ctx.bind(node.outputs[0], ctx.emit("gather", [table, index], node.origin, {"axis": 0},
+                                       node.name), out)
+    ctx.stats.setdefault("lookup_tables", []).append(node.name)
+
+
+@rule("avg_pool")
+def lower_avg_pool(ctx: LoweringContext, node: Node) -> None:
+    """Window sums as a depthwise integer convolution with a ones kernel, then one dyadic
+    requantization by ``s_in / (k * s_out)``; the padding is the real zero."""
+    codes, qparams = ctx.value(node.inputs[0])
+    kernel = tuple(node.attrs["kernel"])
+    if any(node.attrs["pads"]) and not node.attrs.get("count_include_pad", True):
+        raise UnsupportedOpError("average pooling that excludes padding from the count")
+    channels = int(ctx.source.types[node.inputs[0]].shape[1])
+    ones = ctx.add_constant(np.ones((channels, 1) + kernel, np.int8), f"{node.name}.ones")
+    sums = ctx.emit("int_conv", [codes, ones], node.origin,
+                    {"x_zero_point": qparams.zero_point, "strides": node.attrs["strides"],
+                     "pads": node.attrs["pads"], "dilations": (1,) * len(kernel),
+                     "groups": channels}, f"{node.name}.sum")
+    _finish_product(ctx, node, sums, qparams.scale / math.prod(kernel), None)

@@ -36,6 +36,8 @@ def render_report(result: CompileResult, source: str, options: Mapping[str, obje
     lines += ["", "## Integer lowering", "",
               f"- fused activations into requantization: {len(stats.get('fused_activations', []))}",
               f"- attention masks selected instead of added: {len(stats.get('mask_adds', []))}",
+              f"- elementwise functions lowered to lookup tables: "
+              f"{len(stats.get('lookup_tables', []))}",
               f"- LayerNorm outputs with migrated per-channel scales (SmoothQuant): "
               f"{len(stats.get('migrated_layer_norms', {}))}",
               "- float ops inside the program: none (checked; only the boundary quantize / "
