@@ -13,7 +13,7 @@ import numpy as np
 from lowbit import __version__
 from lowbit.cli.command import Command
 from lowbit.compiler.artifact import FLOAT_GRAPH, INTEGER_GRAPH, MANIFEST, write_directory
-from lowbit.compiler.errors import LowbitError
+from lowbit.compiler.errors import InputError, LowbitError
 from lowbit.compiler.exporters import export_onnx
 from lowbit.compiler.importers import capture
 from lowbit.compiler.serialize import save_graph
@@ -97,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
     options = CompileOptions(bits=int(args.bits), calibration_method=args.calib_method,
                              symmetric_activations=args.symmetric,
                              migration_alpha=args.migration_alpha)
-    result = compile_graph(graph, data, options)
+    try:
+        result = compile_graph(graph, data, options)
+    except InputError as err:
+        raise err.located(file=args.calib) from None
     sample = {k: v[:AGREEMENT_SAMPLES] for k, v in data.items()}
     errors = agreement(result, sample)
     settings = {"bits": options.bits, "calibration method": options.calibration_method,

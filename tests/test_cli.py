@@ -144,3 +144,47 @@ def test_console_script_prints_no_traceback(tmp_path) -> None:
                            "--out", str(tmp_path / "o.lowbit")], capture_output=True, text=True)
     assert done.returncode == 2
     assert "node nz" in _one_line_error(done.stderr) and "op NonZero" in done.stderr
+
+
+def test_compile_needs_calibration_for_a_file(tmp_path, capsys) -> None:
+    model = _onnx_model(tmp_path)
+    out = tmp_path / "out"
+    code, _, err = _run_cli(capsys, "compile", str(model), "--out", str(out))
+    assert code == 2 and "--calib" in _one_line_error(err) and f"file {model}" in err
+    assert not out.exists()
+
+
+def test_compile_with_calibration_missing_an_input(tmp_path, capsys) -> None:
+    model = _onnx_model(tmp_path)
+    np.savez(tmp_path / "calib.npz", wrong=np.zeros((4, 3), np.float32))
+    code, _, err = _run_cli(capsys, "compile", str(model), "--calib", str(tmp_path / "calib.npz"),
+                            "--out", str(tmp_path / "out"))
+    line = _one_line_error(err)
+    assert code == 2 and "lacks input(s) ['x']" in line and "calib.npz" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_compile_then_run_both_backends(tmp_path, capsys) -> None:
+    model = _onnx_model(tmp_path)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((32, 3)).astype(np.float32))
+    out = tmp_path / "out"
+    code, _, _ = _run_cli(capsys, "compile", str(model), "--calib", str(tmp_path / "calib.npz"),
+                          "--out", str(out))
+    assert code == 0
+    assert {"manifest.json", "integer.lowbit", "model.onnx", "report.md"} <= {
+        p.name for p in out.iterdir()}
+    np.savez(tmp_path / "x.npz", x=rng.standard_normal((5, 3)).astype(np.float32))
+    results = {}
+    for backend in ("interp", "onnx"):
+        target = tmp_path / f"{backend}.npz"
+        code, _, _ = _run_cli(capsys, "run", str(out), "--input", str(tmp_path / "x.npz"),
+                              "--output", str(target), "--backend", backend)
+        assert code == 0
+        with np.load(target) as data:
+            results[backend] = data["y"]
+    assert np.array_equal(results["interp"], results["onnx"])
+    np.savez(tmp_path / "bad.npz", x=np.zeros((5, 4), np.float32))
+    code, _, err = _run_cli(capsys, "run", str(out), "--input", str(tmp_path / "bad.npz"),
+                            "--output", str(tmp_path / "o.npz"), "--backend", "onnx")
+    assert code == 2 and "shape [5, 4]" in _one_line_error(err)

@@ -43,7 +43,10 @@ def calibrate(graph: Graph, data: Mapping[str, np.ndarray], *, method: str = "mi
               batch_size: int = 32, progress: bool = True) -> Calibration:
     if method not in OBSERVERS:
         raise InputError(f"unknown calibration method {method!r}; choose from {OBSERVERS}")
-    counts = {name: len(data[name]) for name in graph.inputs if name in data}
+    missing = [name for name in graph.inputs if name not in data]
+    if missing:
+        raise InputError(f"calibration data lacks input(s) {missing}; it has {sorted(data)}")
+    counts = {name: len(data[name]) for name in graph.inputs}
     if len(set(counts.values())) > 1:
         raise InputError(f"calibration arrays have different sample counts: {counts}")
     total = next(iter(counts.values()), 0)
