@@ -261,14 +261,20 @@ rule("aten.amax.default")(_reduction("reduce_max"))
 
 
 # --- data movement ------------------------------------------------------------------------
-@rule("aten.view.default", "aten.reshape.default", "aten._unsafe_view.default",
-      "aten.flatten.using_ints", "aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default",
-      "aten.unsqueeze.default", "aten.unflatten.int")
-def reshape(ctx: RuleContext) -> str:
-    x = ctx.value(ctx.args[0])
-    if ctx.builder.type_of(x).shape == ctx.out_shape:
-        return x
-    return ctx.emit("reshape", [x], {"shape": ctx.out_shape})
+def _to_output_shape(op: str) -> Rule:
+    """reshape / expand to the shape torch recorded for the node (a no-op if unchanged)."""
+    def convert(ctx: RuleContext) -> str:
+        x = ctx.value(ctx.args[0])
+        if ctx.builder.type_of(x).shape == ctx.out_shape:
+            return x
+        return ctx.emit(op, [x], {"shape": ctx.out_shape})
+    return convert
+
+
+rule("aten.view.default", "aten.reshape.default", "aten._unsafe_view.default",
+     "aten.flatten.using_ints", "aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default",
+     "aten.unsqueeze.default", "aten.unflatten.int")(_to_output_shape("reshape"))
+rule("aten.expand.default")(_to_output_shape("expand"))
 
 
 @rule("aten.permute.default")
@@ -351,14 +357,6 @@ def embedding(ctx: RuleContext) -> str:
 def index_select(ctx: RuleContext) -> str:
     return ctx.emit("gather", [ctx.value(ctx.args[0]), ctx.value(ctx.args[2])],
                     {"axis": ctx.args[1]})
-
-
-@rule("aten.expand.default")
-def expand(ctx: RuleContext) -> str:
-    x = ctx.value(ctx.args[0])
-    if ctx.builder.type_of(x).shape == ctx.out_shape:
-        return x
-    return ctx.emit("expand", [x], {"shape": ctx.out_shape})
 
 
 # --- attention ------------------------------------------------------------------------------
