@@ -10,7 +10,10 @@ MODEL ?= digits-cnn
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,bench]"
+	# Test references that would otherwise pull torchvision/transformers extras (and a CUDA torch).
+	$(PY) -m pip install -q -c constraints.txt --no-deps zennit==0.5.1 lxt==2.1
+	$(PY) -m pip install -q -c constraints.txt click Pillow
 	$(PY) -c "import torch; assert torch.__version__ == '2.13.0+cpu', torch.__version__"
 	touch $@
 

@@ -13,20 +13,22 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from lowbit.cli import capture_cmd, check_cmd, compile_cmd, ops_cmd, run_cmd, show_cmd
+from lowbit.cli import (bench_cmd, capture_cmd, check_cmd, compile_cmd, explain_cmd, ops_cmd,
+                        run_cmd, show_cmd)
 from lowbit.cli.command import Command
 from lowbit.compiler.errors import LowbitError
 
 COMMANDS: tuple[Command, ...] = (capture_cmd.COMMAND, show_cmd.COMMAND, compile_cmd.COMMAND,
-                                 run_cmd.COMMAND,
-                                 check_cmd.COMMAND, ops_cmd.COMMAND)
+                                 run_cmd.COMMAND, check_cmd.COMMAND, explain_cmd.COMMAND,
+                                 bench_cmd.COMMAND, ops_cmd.COMMAND)
 
 EXIT_USER_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lowbit", description="Capture a model into lowbit's graph IR and inspect it.")
+        prog="lowbit", description="Capture models into one graph IR, compile them to integer-only "
+        "programs, run, explain and benchmark them.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         sub = commands.add_parser(command.name, help=command.summary,

@@ -24,7 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 from lowbit.compiler.dims import normalize_axis
-from lowbit.passes.relevance.base import STABILIZED, Split, Stabilizer, Step
+from lowbit.passes.relevance.base import ROUNDED, Split, Stabilizer, Step
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class LayerNormIdentity:
     epsilon: float = 1e-6
     signed: bool = True
     name: ClassVar[str] = "layer-norm-identity"
-    tolerance: ClassVar[float | None] = STABILIZED
+    tolerance: ClassVar[float | None] = ROUNDED
 
     def __call__(self, step: Step) -> Split:
         if any(step.live[1:]):
@@ -70,8 +70,8 @@ class LayerNormIdentity:
             y = y * w
         if b is not None:
             y = y + b
-        g = step.relevance / Stabilizer(self.epsilon, self.signed)(y)
+        g, stabilized = Stabilizer(self.epsilon, self.signed).divide(step.relevance, y)
         u = g if w is None else g * w
         relevance = x * (u - u.mean(axis=axes, keepdims=True)) / sigma
         kept = 0.0 if b is None else float(np.sum(b * g))
-        return Split((relevance,) + (None,) * (len(step.inputs) - 1), kept)
+        return Split((relevance,) + (None,) * (len(step.inputs) - 1), kept, stabilized)

@@ -15,8 +15,9 @@ Inputs: a float input's relevance has its shape. An integer input used as embedd
 gets the relevance of the lookups' outputs summed over their feature axes (the ids' shape);
 other integer inputs receive none (zeros), as they are not differentiable.
 
-Conservation: per visited node, ``|passed + constants + positional - received| / sum|received|``
-must stay within the rule's tolerance (rules with tolerance None are reported, not checked).
+Conservation: per visited node, ``|passed + constants + stabilizer + positional - received|``
+relative to ``sum|received|`` must stay within the rule's tolerance (rules with tolerance None
+are reported, not checked). The stabilizer's share is reported apart: ``stabilizer_share``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class LayerCheck:
     rule: str
     deviation: float
     tolerance: float | None
+    stabilizer_share: float
 
     @property
     def within(self) -> bool:
@@ -71,6 +73,10 @@ class Explanation:
         """The checked layer (its rule states a tolerance) with the largest relative deviation."""
         checked = [c for c in self.checks if c.tolerance is not None]
         return max(checked, key=lambda c: c.deviation, default=None)
+
+    def most_stabilized(self) -> LayerCheck | None:
+        """The layer whose stabilizer kept the largest share of its relevance."""
+        return max(self.checks, key=lambda c: c.stabilizer_share, default=None)
 
     def violations(self) -> list[LayerCheck]:
         return [c for c in self.checks if not c.within]
@@ -153,7 +159,8 @@ def conservation(prop: Propagation) -> tuple[LayerCheck, ...]:
     for name, balance in prop.balances.items():
         node = nodes[name]
         rule = prop.rules.get(name)
+        share = abs(balance.stabilizer) / balance.mass if balance.mass > 0 else 0.0
         checks.append(LayerCheck(name, node.op, _captured_names(graph, node.origin),
                                  rule.name if rule else "embedding-source", balance.deviation,
-                                 rule.tolerance if rule else EXACT))
+                                 rule.tolerance if rule else EXACT, share))
     return tuple(checks)

@@ -1,14 +1,16 @@
 """What a relevance rule sees at one node (``Step``) and what it hands back (``Split``).
 
-Invariant every rule keeps (LRP; Bach et al. 2015, "On pixel-wise explanations ...", eq. 2):
+Invariant every rule keeps (LRP's conservation; Bach et al. 2015, Montavon et al. 2019):
 the relevance a node receives at its output is redistributed onto its operands, and the
-``Split`` names every destination: the live operands, the constant terms (biases, fixed
-operands, stabilizers' leftovers) and positional tables (PA-LRP). So the engine can check, per
-node, ``sum(operands) + constants + positional == received`` to the rule's stated tolerance.
+``Split`` names every destination: the live operands, constant terms (biases, fixed operands,
+relevance a rule drops by definition), the stabilizer's share and positional tables (PA-LRP).
+So the engine can check, per node, ``operands + constants + stabilizer + positional ==
+received`` to the rule's stated tolerance: float rounding (the forward runs in float32, the
+rules in float64), or ``None`` for a rule that is not conservative by design (its docstring
+says why).
 
-A rule is a small frozen dataclass with a ``name``, a conservation ``tolerance`` (relative to
-the received relevance mass; ``None`` when the rule is not conservative by design, with the
-reason in its docstring) and ``__call__(step) -> Split``. All arithmetic is float64.
+A rule is a small frozen dataclass with a ``name``, that ``tolerance`` (relative to the received
+relevance mass) and ``__call__(step) -> Split``.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from lowbit.compiler.ir import Node
 
 EXACT = 1e-9
 """Tolerance of rules that only move relevance (identity, routing, uniform splits)."""
-STABILIZED = 1e-4
-"""Tolerance of rules that divide by a stabilized denominator: the stabilizer keeps a share."""
+ROUNDED = 1e-5
+"""Tolerance of rules that divide by the forward's (float32) output ``z`` while recomputing its
+terms in float64: their sum differs from ``z`` by float32 rounding."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,13 @@ class Stabilizer:
         if not self.signed:
             return z + self.epsilon
         return z + np.where(z >= 0, self.epsilon, -self.epsilon)
+
+    def divide(self, relevance: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, float]:
+        """``R / stab(z)``, and the relevance the stabilizer keeps: ``sum(R (stab(z) - z) /
+        stab(z))``, so that ``sum(g * z) + kept == sum(R)``."""
+        guarded = self(z)
+        g = relevance / guarded
+        return g, float(np.sum(g * (guarded - z)))
 
 
 @dataclass(frozen=True)
@@ -97,10 +107,12 @@ class Step:
 @dataclass(frozen=True)
 class Split:
     """Where a node's received relevance went: one entry per operand (None: that operand takes
-    none), relevance kept by constant terms, and PA-LRP positional relevance (output-shaped)."""
+    none), relevance kept by constant terms and by the stabilizer, and PA-LRP positional
+    relevance (output-shaped)."""
 
     inputs: tuple[np.ndarray | None, ...]
     constants: float = 0.0
+    stabilizer: float = 0.0
     positional: np.ndarray | None = None
 
 

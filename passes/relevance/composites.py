@@ -81,7 +81,8 @@ class Composite:
         return chosen
 
 
-_BASE = (Entry(Identity(), ops=frozenset({"batch_norm"})),)  # zennit layer_map_base: BatchNorm -> Pass
+# zennit's layer_map_base: an (unmerged) BatchNorm passes relevance through
+_BASE = (Entry(Identity(), ops=frozenset({"batch_norm"})),)
 
 
 def _zennit(name: str, summary: str, conv: Rule, first: Rule | None = None) -> Composite:
@@ -91,25 +92,27 @@ def _zennit(name: str, summary: str, conv: Rule, first: Rule | None = None) -> C
     return Composite(name, summary, entries, first_entries)
 
 
-def single_rule(name: str, rule: Rule) -> Composite:
+def _single_rule(name: str, rule: Rule) -> Composite:
     return Composite(name, f"{name} on every conv/linear/matmul",
                      _BASE + (Entry(rule, ops=CONTRACTIONS),))
 
 
 def _attention(name: str, summary: str, softmax: Rule) -> Composite:
-    plain = dict(signed=False)  # LXT adds epsilon without its sign
+    """LXT's epsilons, added without their sign: 1e-6 on linear maps and norms, 1e-8 on sums
+    and products of activations (``add2``, ``matmul``)."""
     return Composite(name, summary, (
-        Entry(Epsilon(1e-6, **plain), ops=frozenset({"conv", "linear"})),
-        Entry(Epsilon(1e-8, **plain), ops=frozenset({"matmul"})),
-        Entry(ProportionalSplit(1e-8, **plain), ops=frozenset({"add", "sub"})),
+        Entry(Epsilon(1e-6, signed=False), ops=frozenset({"conv", "linear"})),
+        Entry(Epsilon(1e-8, signed=False), ops=frozenset({"matmul"})),
+        Entry(ProportionalSplit(1e-8, signed=False), ops=frozenset({"add", "sub"})),
         Entry(softmax, ops=frozenset({"softmax"})),
-        Entry(LayerNormIdentity(1e-6, **plain), ops=frozenset({"layer_norm"})),
-        Entry(Epsilon(1e-6, **plain), ops=frozenset({"reduce_mean", "reduce_sum", "avg_pool"})),
+        Entry(LayerNormIdentity(1e-6, signed=False), ops=frozenset({"layer_norm"})),
+        Entry(Epsilon(1e-6, signed=False),
+              ops=frozenset({"reduce_mean", "reduce_sum", "avg_pool"})),
     ) + _BASE)
 
 
 COMPOSITES: dict[str, Composite] = {c.name: c for c in (
-    *(single_rule(name, rule) for name, rule in LINEAR_RULES.items() if name != "flat"),
+    *(_single_rule(name, rule) for name, rule in LINEAR_RULES.items() if name != "flat"),
     _zennit("epsilon-plus", "z+ on conv, epsilon on linear/matmul", ZPlus()),
     _zennit("epsilon-plus-flat", "epsilon-plus, flat on the first conv/linear", ZPlus(), Flat()),
     _zennit("epsilon-alpha2-beta1", "alpha2-beta1 on conv, epsilon on linear/matmul",

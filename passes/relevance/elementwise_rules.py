@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from lowbit.passes.relevance.base import EXACT, STABILIZED, Split, Stabilizer, Step, unbroadcast
+from lowbit.passes.relevance.base import EXACT, ROUNDED, Split, Stabilizer, Step, unbroadcast
 from lowbit.passes.relevance.routing import Routed
 
 
@@ -53,7 +53,6 @@ class Route:
     """Relevance follows the data: ``back`` says, per operand, where each element came from."""
 
     back: Callable[[Step], Routed]
-    label: str
     name: ClassVar[str] = "route"
     tolerance: ClassVar[float | None] = EXACT
 
@@ -82,13 +81,13 @@ class ProportionalSplit:
     signed: bool = True
     positional: bool = True
     name: ClassVar[str] = "proportional"
-    tolerance: ClassVar[float | None] = STABILIZED
+    tolerance: ClassVar[float | None] = ROUNDED
 
     def __call__(self, step: Step) -> Split:
         a, b = step.inputs
         assert a is not None and b is not None
         sign = -1.0 if step.node.op == "sub" else 1.0
-        g = step.relevance / Stabilizer(self.epsilon, self.signed)(a + sign * b)
+        g, stabilized = Stabilizer(self.epsilon, self.signed).divide(step.relevance, a + sign * b)
         shares = (np.broadcast_to(a * g, g.shape), np.broadcast_to(sign * b * g, g.shape))
         inputs: list[np.ndarray | None] = [None, None]
         constants, positional = 0.0, None
@@ -100,7 +99,7 @@ class ProportionalSplit:
                 positional = np.array(share)
             else:
                 constants += float(share.sum())
-        return Split(tuple(inputs), constants, positional)
+        return Split(tuple(inputs), constants, stabilized, positional)
 
 
 @dataclass(frozen=True)
@@ -125,6 +124,8 @@ class Numerator:
 
     def __call__(self, step: Step) -> Split:
         index = step.live.index(True)
+        operand = step.inputs[index]
+        assert operand is not None
         inputs: list[np.ndarray | None] = [None] * len(step.inputs)
-        inputs[index] = unbroadcast(step.relevance, step.inputs[index].shape)  # type: ignore[union-attr]
+        inputs[index] = unbroadcast(step.relevance, operand.shape)
         return Split(tuple(inputs))

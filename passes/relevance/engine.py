@@ -53,12 +53,15 @@ class Balance:
     mass: float
     passed: float
     constants: float
+    stabilizer: float
     positional: float
 
     @property
     def deviation(self) -> float:
-        """|passed + constants + positional - received| relative to the received mass."""
-        leak = abs(self.passed + self.constants + self.positional - self.received)
+        """|passed + constants + stabilizer + positional - received| relative to the received
+        relevance mass (sum of absolute values)."""
+        leak = abs(self.passed + self.constants + self.stabilizer + self.positional
+                   - self.received)
         return leak / self.mass if self.mass > 0 else 0.0
 
 
@@ -93,42 +96,46 @@ def propagate(graph: Graph, feeds: Mapping[str, np.ndarray], composite: Composit
     assigned = composite.assign(canonical)
     live, sources = _liveness(canonical, assigned)
     seed = objective.seed(canonical, values)
+    _check_seed(canonical, seed, live)
+    prop = Propagation(canonical, batch, seed, values,
+                       {name: r.copy() for name, r in seed.relevance.items()}, {}, {}, {}, sources)
+    for node in reversed(canonical.nodes):
+        if any(v in prop.relevance for v in node.outputs):
+            _visit(prop, node, assigned[node.name], live)
+    return prop
+
+
+def _check_seed(graph: Graph, seed: Seed, live: set[str]) -> None:
     for name in seed.relevance:
         if name not in live:
-            producer = canonical.producers().get(name)
+            producer = graph.producers().get(name)
             raise LowbitError(f"the explained output {name!r} does not depend on a float input "
                               "or an embedding lookup, so no relevance can reach the inputs",
                               node=producer.name if producer else None,
                               op=producer.op if producer else None)
-    relevance = {name: r.copy() for name, r in seed.relevance.items()}
-    used: dict[str, Rule] = {}
-    balances: dict[str, Balance] = {}
-    positional: dict[str, np.ndarray] = {}
-    for node in reversed(canonical.nodes):
-        received = relevance.get(node.outputs[0])
-        if received is None or len(node.outputs) != 1:
-            if any(v in relevance for v in node.outputs):
-                raise LowbitError("relevance reached a node with several outputs",
-                                  node=node.name, op=node.op)
-            continue
-        total, mass = float(received.sum()), float(np.abs(received).sum())
-        if node.name in sources:
-            balances[node.name] = Balance(total, mass, total, 0.0, 0.0)
-            continue
-        rule = assigned[node.name]
-        if rule is None:
-            raise _no_rule(node)
-        step = _step(canonical, node, values, live, received)
-        split = rule(step)
-        passed = _accumulate(step, split, relevance)
-        if split.positional is not None:
-            positional[node.name] = split.positional
-        used[node.name] = rule
-        balances[node.name] = Balance(
-            total, mass, passed, float(split.constants),
-            0.0 if split.positional is None else float(split.positional.sum()))
-    return Propagation(canonical, batch, seed, values, relevance, used, balances, positional,
-                       sources)
+
+
+def _visit(prop: Propagation, node: Node, rule: Rule | None, live: set[str]) -> None:
+    if len(node.outputs) != 1:
+        raise LowbitError("relevance reached a node with several outputs",
+                          node=node.name, op=node.op)
+    received = prop.relevance[node.outputs[0]]
+    total, mass = float(received.sum()), float(np.abs(received).sum())
+    if node.name in prop.sources:  # an embedding lookup: the integer input's relevance
+        prop.balances[node.name] = Balance(total, mass, total, 0.0, 0.0, 0.0)
+        return
+    if rule is None:
+        raise _no_rule(node)
+    step = _step(prop.graph, node, prop.values, live, received)
+    split = rule(step)
+    passed = _accumulate(step, split, prop.relevance)
+    positional = 0.0
+    if split.positional is not None:
+        prop.positional[node.name] = split.positional
+        positional = float(split.positional.sum())
+    prop.rules[node.name] = rule
+    prop.balances[node.name] = Balance(total, mass, passed, split.constants, split.stabilizer,
+                                       positional)
 
 
 def _is_float(graph: Graph, value: str) -> bool:

@@ -29,7 +29,7 @@ from lowbit.passes.relevance.base import Affine, Step, unbroadcast
 def scatter_windows(cols: np.ndarray, spatial: Sequence[int], kernel: Sequence[int],
                     strides: Sequence[int], pads: Sequence[int],
                     dilations: Sequence[int]) -> np.ndarray:
-    """Transpose of ``windows``: add ``cols[N, C, *out, *kernel]`` back onto ``[N, C, *spatial]``."""
+    """Transpose of ``windows``: add ``cols[N, C, *out, *kernel]`` onto ``[N, C, *spatial]``."""
     rank = len(kernel)
     out = cols.shape[2:2 + rank]
     extent = [max(spatial[i] + pads[i] + pads[i + rank],
@@ -100,7 +100,8 @@ def conv_affines(step: Step) -> tuple[Affine, ...]:
     attrs = dict(step.attrs)
     return (Affine(0, x, step.inputs[1],
                    None if bias is None else bias.reshape(_channel_shape(x.ndim)),
-                   partial(_conv_apply, **attrs), partial(_conv_adjoint, x_shape=x.shape, **attrs)),)
+                   partial(_conv_apply, **attrs),
+                   partial(_conv_adjoint, x_shape=x.shape, **attrs)),)
 
 
 def _swap(m: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""LRP rules for ops that are affine in their live operand: conv, linear, matmul, batch norm, pooling.
+"""LRP rules for ops affine in their live operand: conv, linear, matmul, batch norm, pooling.
 
 Formulas follow zennit (``src/zennit/rules.py``, Anders et al. 2021) term by term, including
 its conventions: the stabilizer adds ``eps * sign(z)`` with sign(0) = +1; Gamma uses the
@@ -16,39 +16,46 @@ ones for inputs and weights and no bias (Lapuschkin et al. 2019). With notation 
 When both factors of a matmul carry relevance (a product of two activations) each takes half
 of the rule applied with the other factor as its weight: AttnLRP's uniform rule followed by
 the chosen rule (Achtibat et al. 2024, Prop. 3.3; for epsilon this is their ``R / (2 z)``).
-Relevance taken by the bias, and relevance a rule drops (Gamma at ``z == 0``), is reported as
-``constants``, so conservation holds up to the stabilizer's share. The unmodified ``z`` is the
-node's output from the forward run (as zennit, which recomputes it in the forward's precision),
-so the signs the rules test agree with the activations the relevance came from.
+Relevance taken by the bias and relevance a rule drops by definition (Gamma at ``z == 0``; z+
+and alpha-beta where an output has no positive or no negative contribution, which the
+stabilizer then takes whole) are reported as ``constants`` and ``stabilizer``, so every rule
+conserves relevance exactly, up to float rounding. The unmodified ``z`` is the node's output
+from the forward run (as in zennit, which recomputes it in the forward's precision), so the
+signs the rules test agree with the activations the relevance came from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from lowbit.passes.relevance.base import (STABILIZED, Affine, Split, Stabilizer, Step, negative,
+from lowbit.passes.relevance.base import (ROUNDED, Affine, Split, Stabilizer, Step, negative,
                                           positive)
 
-FactorRule = Callable[[Affine], tuple[np.ndarray, float]]
+
+class Factor(NamedTuple):
+    relevance: np.ndarray
+    constants: float = 0.0
+    stabilizer: float = 0.0
 
 
-def per_factor(step: Step, rule: str, factor: FactorRule) -> Split:
+def per_factor(step: Step, rule: str, factor: Callable[[Affine], Factor]) -> Split:
     """Apply ``factor`` to every live factor; two live factors share the relevance equally."""
     views = step.affines(rule)
     if not views:
         raise step.fail("no operand carries relevance")
     share = 1.0 / len(views)
     inputs: list[np.ndarray | None] = [None] * len(step.inputs)
-    constants = 0.0
+    constants = stabilizer = 0.0
     for view in views:
-        relevance, kept = factor(view)
-        inputs[view.operand] = share * relevance
-        constants += share * kept
-    return Split(tuple(inputs), constants)
+        result = factor(view)
+        inputs[view.operand] = share * result.relevance
+        constants += share * result.constants
+        stabilizer += share * result.stabilizer
+    return Split(tuple(inputs), constants, stabilizer)
 
 
 def _weight(view: Affine, rule: str, step: Step) -> np.ndarray:
@@ -73,14 +80,14 @@ class Epsilon:
     epsilon: float = 1e-6
     signed: bool = True
     name: ClassVar[str] = "epsilon"
-    tolerance: ClassVar[float | None] = STABILIZED
+    tolerance: ClassVar[float | None] = ROUNDED
 
     def __call__(self, step: Step) -> Split:
         stab = Stabilizer(self.epsilon, self.signed)
 
-        def factor(view: Affine) -> tuple[np.ndarray, float]:
-            g = step.relevance / stab(step.output)
-            return view.x * view.adjoint(g, view.weight), _total(view.bias, g)
+        def factor(view: Affine) -> Factor:
+            g, kept = stab.divide(step.relevance, step.output)
+            return Factor(view.x * view.adjoint(g, view.weight), _total(view.bias, g), kept)
 
         return per_factor(step, self.name, factor)
 
@@ -92,7 +99,7 @@ class Gamma:
     gamma: float = 0.25
     stabilizer: float = 1e-6
     name: ClassVar[str] = "gamma"
-    tolerance: ClassVar[float | None] = STABILIZED
+    tolerance: ClassVar[float | None] = ROUNDED
 
     def __post_init__(self) -> None:
         if not self.gamma >= 0:
@@ -101,7 +108,7 @@ class Gamma:
     def __call__(self, step: Step) -> Split:
         stab = Stabilizer(self.stabilizer)
 
-        def factor(view: Affine) -> tuple[np.ndarray, float]:
+        def factor(view: Affine) -> Factor:
             w = _weight(view, self.name, step)
             x_pos, x_neg = positive(view.x), negative(view.x)
             w_pos, w_neg = w + self.gamma * positive(w), w + self.gamma * negative(w)
@@ -111,12 +118,13 @@ class Gamma:
             z = step.output
             z_pos = view.output(x_pos, w_pos, b_pos) + view.apply(x_neg, w_neg)
             z_neg = view.output(x_pos, w_neg, b_neg) + view.apply(x_neg, w_pos)
-            g_pos = (z > 0) * step.relevance / stab(z_pos)
-            g_neg = (z < 0) * step.relevance / stab(z_neg)
+            g_pos, kept_pos = stab.divide((z > 0) * step.relevance, z_pos)
+            g_neg, kept_neg = stab.divide((z < 0) * step.relevance, z_neg)
             relevance = (x_pos * view.adjoint(g_pos, w_pos) + x_neg * view.adjoint(g_pos, w_neg)
                          + x_pos * view.adjoint(g_neg, w_neg) + x_neg * view.adjoint(g_neg, w_pos))
             dropped = float(np.sum(step.relevance * (z == 0)))  # zennit drops it too
-            return relevance, _total(b_pos, g_pos) + _total(b_neg, g_neg) + dropped
+            return Factor(relevance, _total(b_pos, g_pos) + _total(b_neg, g_neg) + dropped,
+                          kept_pos + kept_neg)
 
         return per_factor(step, self.name, factor)
 
@@ -124,37 +132,40 @@ class Gamma:
 @dataclass(frozen=True)
 class ZPlus:
     """LRP-z+ (Montavon et al. 2017), alpha = 1, beta = 0 allowing negative inputs; zennit's
-    ``ZPlus``."""
+    ``ZPlus``. An output without positive contributions passes nothing on (its relevance goes
+    to the stabilizer)."""
 
     stabilizer: float = 1e-6
     name: ClassVar[str] = "zplus"
-    tolerance: ClassVar[float | None] = STABILIZED
+    tolerance: ClassVar[float | None] = ROUNDED
 
     def __call__(self, step: Step) -> Split:
         stab = Stabilizer(self.stabilizer)
 
-        def factor(view: Affine) -> tuple[np.ndarray, float]:
+        def factor(view: Affine) -> Factor:
             w = _weight(view, self.name, step)
-            x_pos, x_neg, w_pos, w_neg = positive(view.x), negative(view.x), positive(w), negative(w)
+            x_pos, x_neg = positive(view.x), negative(view.x)
+            w_pos, w_neg = positive(w), negative(w)
             b_pos = _part(view.bias, positive)
-            g = step.relevance / stab(view.output(x_pos, w_pos, b_pos) + view.apply(x_neg, w_neg))
+            g, kept = stab.divide(step.relevance,
+                                  view.output(x_pos, w_pos, b_pos) + view.apply(x_neg, w_neg))
             relevance = x_pos * view.adjoint(g, w_pos) + x_neg * view.adjoint(g, w_neg)
-            return relevance, _total(b_pos, g)
+            return Factor(relevance, _total(b_pos, g), kept)
 
         return per_factor(step, self.name, factor)
 
 
 @dataclass(frozen=True)
 class AlphaBeta:
-    """LRP-alpha-beta (Bach et al. 2015), zennit's ``AlphaBeta``. Not conservative by design:
-    a neuron whose negative (or positive) part is empty still removes beta (adds alpha) times
-    its relevance, so no tolerance is stated."""
+    """LRP-alpha-beta (Bach et al. 2015), zennit's ``AlphaBeta``: it creates ``alpha`` and
+    removes ``beta`` times each output's relevance; an output with an empty positive or negative
+    part leaves that term to the stabilizer, so the totals still balance."""
 
     alpha: float = 2.0
     beta: float = 1.0
     stabilizer: float = 1e-6
     name: ClassVar[str] = "alphabeta"
-    tolerance: ClassVar[float | None] = None
+    tolerance: ClassVar[float | None] = ROUNDED
 
     def __post_init__(self) -> None:
         if self.alpha < 0 or self.beta < 0 or self.alpha - self.beta != 1:
@@ -164,20 +175,22 @@ class AlphaBeta:
     def __call__(self, step: Step) -> Split:
         stab = Stabilizer(self.stabilizer)
 
-        def factor(view: Affine) -> tuple[np.ndarray, float]:
+        def factor(view: Affine) -> Factor:
             w = _weight(view, self.name, step)
-            x_pos, x_neg, w_pos, w_neg = positive(view.x), negative(view.x), positive(w), negative(w)
+            x_pos, x_neg = positive(view.x), negative(view.x)
+            w_pos, w_neg = positive(w), negative(w)
             b_pos, b_neg = _part(view.bias, positive), _part(view.bias, negative)
-            g_pos = step.relevance / stab(view.output(x_pos, w_pos, b_pos)
+            g_pos, kept_pos = stab.divide(step.relevance, view.output(x_pos, w_pos, b_pos)
                                           + view.apply(x_neg, w_neg))
-            g_neg = step.relevance / stab(view.output(x_pos, w_neg, b_neg)
+            g_neg, kept_neg = stab.divide(step.relevance, view.output(x_pos, w_neg, b_neg)
                                           + view.apply(x_neg, w_pos))
             relevance = (self.alpha * (x_pos * view.adjoint(g_pos, w_pos)
                                        + x_neg * view.adjoint(g_pos, w_neg))
                          - self.beta * (x_pos * view.adjoint(g_neg, w_neg)
                                         + x_neg * view.adjoint(g_neg, w_pos)))
-            kept = self.alpha * _total(b_pos, g_pos) - self.beta * _total(b_neg, g_neg)
-            return relevance, kept
+            return Factor(relevance,
+                          self.alpha * _total(b_pos, g_pos) - self.beta * _total(b_neg, g_neg),
+                          self.alpha * kept_pos - self.beta * kept_neg)
 
         return per_factor(step, self.name, factor)
 
@@ -189,14 +202,14 @@ class Flat:
 
     stabilizer: float = 1e-6
     name: ClassVar[str] = "flat"
-    tolerance: ClassVar[float | None] = STABILIZED
+    tolerance: ClassVar[float | None] = ROUNDED
 
     def __call__(self, step: Step) -> Split:
         stab = Stabilizer(self.stabilizer)
 
-        def factor(view: Affine) -> tuple[np.ndarray, float]:
+        def factor(view: Affine) -> Factor:
             ones = np.ones_like(_weight(view, self.name, step))
-            g = step.relevance / stab(view.apply(np.ones_like(view.x), ones))
-            return view.adjoint(g, ones), 0.0
+            g, kept = stab.divide(step.relevance, view.apply(np.ones_like(view.x), ones))
+            return Factor(view.adjoint(g, ones), 0.0, kept)
 
         return per_factor(step, self.name, factor)

@@ -3,7 +3,8 @@
 Colour convention (both): red for positive, blue for negative relevance, white for zero,
 scaled per sample by that sample's largest |relevance| so samples are readable side by side
 (the numbers themselves are in ``relevance.npz`` and the JSON files). Matplotlib is used through
-its Agg canvas directly, without pyplot's global state.
+its Agg canvas directly, without pyplot's global state, and imported only when a heatmap is
+drawn, so the rest of lowbit does not need it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 MAX_PANELS = 16
 """Image samples drawn per heatmap (the npz holds them all)."""
@@ -28,6 +27,9 @@ def _limit(values: np.ndarray) -> float:
 def heatmap_png(images: np.ndarray, relevance: np.ndarray, titles: Sequence[str]) -> bytes:
     """Input (top row, grey, channel mean) over relevance (bottom row, summed over channels)
     for ``images[N, C, H, W]``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     count = min(len(images), MAX_PANELS)
     figure = Figure(figsize=(1.7 * count + 0.3, 3.6))
     FigureCanvasAgg(figure)

@@ -47,11 +47,11 @@ def slice_back(step: Step) -> Routed:
 
 
 def concat_back(step: Step) -> Routed:
-    present = [i for i, part in enumerate(step.inputs) if part is not None]
     axis = normalize_axis(step.attrs["axis"], step.relevance.ndim)
-    sizes = np.cumsum([step.inputs[i].shape[axis] for i in present])[:-1]  # type: ignore[union-attr]
+    present = [(i, part.shape[axis]) for i, part in enumerate(step.inputs) if part is not None]
+    cuts = np.cumsum([size for _, size in present])[:-1]
     routed: list[np.ndarray | None] = [None] * len(step.inputs)
-    for index, part in zip(present, np.split(step.relevance, sizes, axis=axis)):
+    for (index, _), part in zip(present, np.split(step.relevance, cuts, axis=axis)):
         routed[index] = part
     return tuple(routed)
 

@@ -31,8 +31,8 @@ class RelevanceRow:
     reason: str = ""
 
 
-def _route(back: Callable[[Step], routing.Routed], label: str) -> RelevanceRow:
-    return RelevanceRow(Route(back, label))
+def _route(back: Callable[[Step], routing.Routed]) -> RelevanceRow:
+    return RelevanceRow(Route(back))
 
 
 _INTEGER = ("integer program op: relevance on lowered graphs is not implemented yet "
@@ -50,9 +50,9 @@ RELEVANCE_TABLE: dict[str, RelevanceRow] = {
     "mul": RelevanceRow(UniformProduct()),
     "div": RelevanceRow(Numerator()),
     "pow": RelevanceRow(Numerator()),
-    "maximum": _route(routing.maximum_back, "winner"),
-    "minimum": _route(routing.minimum_back, "winner"),
-    "where": _route(routing.where_back, "select"),
+    "maximum": _route(routing.maximum_back),
+    "minimum": _route(routing.minimum_back),
+    "where": _route(routing.where_back),
     "linear": RelevanceRow(Epsilon(), linear_maps.linear_affines),
     "matmul": RelevanceRow(Epsilon(), linear_maps.matmul_affines),
     "conv": RelevanceRow(Epsilon(), linear_maps.conv_affines),
@@ -62,14 +62,14 @@ RELEVANCE_TABLE: dict[str, RelevanceRow] = {
     "reduce_sum": RelevanceRow(Epsilon(), linear_maps.reduce_sum_affines),
     "layer_norm": RelevanceRow(LayerNormIdentity()),
     "softmax": RelevanceRow(SoftmaxTaylor()),
-    "max_pool": _route(routing.max_pool_back, "winner"),
-    "reduce_max": _route(routing.reduce_max_back, "winner"),
-    "reshape": _route(routing.reshape_back, "copy"),
-    "transpose": _route(routing.transpose_back, "copy"),
-    "slice": _route(routing.slice_back, "copy"),
-    "concat": _route(routing.concat_back, "copy"),
-    "expand": _route(routing.expand_back, "copy"),
-    "gather": _route(routing.gather_back, "copy"),
+    "max_pool": _route(routing.max_pool_back),
+    "reduce_max": _route(routing.reduce_max_back),
+    "reshape": _route(routing.reshape_back),
+    "transpose": _route(routing.transpose_back),
+    "slice": _route(routing.slice_back),
+    "concat": _route(routing.concat_back),
+    "expand": _route(routing.expand_back),
+    "gather": _route(routing.gather_back),
     "equal": RelevanceRow(None, reason="bool result: carries no relevance"),
     **{op: RelevanceRow(None, reason=_INTEGER) for op in _INTEGER_OPS},
 }
@@ -78,7 +78,8 @@ LINEAR_RULES: dict[str, Rule] = {
     "epsilon": Epsilon(), "gamma": Gamma(), "zplus": ZPlus(), "alphabeta": AlphaBeta(),
     "flat": Flat(),
 }
-"""Rules ``--rule`` may put on every conv/linear/matmul (zennit defaults)."""
+"""The linear rules by name, with zennit's defaults; ``--rule`` offers all but flat, which the
+``*-flat`` composites put on the first layer only."""
 
 NAMED_RULES: dict[str, Rule] = {**LINEAR_RULES, "identity": Identity(),
                                 "proportional": ProportionalSplit(), "uniform": UniformProduct(),

@@ -1,0 +1,7 @@
+"""Accuracy benchmark: lowbit's integer-only programs side by side with float and peer INT8.
+
+Every contender (float torch, lowbit's float interpreter, lowbit INT8, onnxruntime QDQ INT8,
+torch PT2E INT8) gets the same calibration inputs and is scored by the bundled model's own
+`evaluate` on the whole test split; `accuracy.bench_model` builds one table per model and
+`report.render_report` turns the tables into markdown.
+"""

@@ -1,0 +1,72 @@
+"""Peer: onnxruntime `quantize_static` in QDQ format, run by an onnxruntime CPU session.
+
+Settings: per-channel int8 weights, per-tensor int8 (asymmetric) activations, MinMax
+calibration on the same calibration inputs lowbit gets; every other option is ORT's default.
+The float export goes through `quant_pre_process` (shape inference and graph clean-up) first,
+as the ORT quantization docs recommend.
+"""
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from lowbit.bench.onnx_export import export_float_onnx
+from lowbit.models import BundledModel
+from lowbit.models.bundled import ArrayDict, PredictFn
+
+CALIB_BATCH = 32
+
+
+class BatchReader(CalibrationDataReader):
+    """Feeds the calibration inputs to ORT's calibrator in batches of CALIB_BATCH."""
+
+    def __init__(self, calib: ArrayDict) -> None:
+        self._batches = self._split(calib)
+
+    @staticmethod
+    def _split(calib: ArrayDict) -> Iterator[ArrayDict]:
+        count = len(next(iter(calib.values())))
+        for start in range(0, count, CALIB_BATCH):
+            yield {name: array[start : start + CALIB_BATCH] for name, array in calib.items()}
+
+    def get_next(self) -> ArrayDict | None:
+        return next(self._batches, None)
+
+
+def quantize_with_onnxruntime(model: BundledModel, calib: ArrayDict, folder: Path) -> Path:
+    """Export, pre-process and statically quantize `model`; returns the QDQ model's path."""
+    float_path = export_float_onnx(model, calib, folder / "float.onnx")
+    prepared = folder / "prepared.onnx"
+    quant_pre_process(str(float_path), str(prepared))
+    quantized = folder / "qdq.onnx"
+    quantize_static(str(prepared), str(quantized), BatchReader(calib),
+                    quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax)
+    return quantized
+
+
+def onnxruntime_qdq(model: BundledModel, calib: ArrayDict) -> PredictFn:
+    """A predictor running the QDQ INT8 model in an onnxruntime CPU session."""
+    with tempfile.TemporaryDirectory(prefix="lowbit-bench-ort-") as folder:
+        session = ort.InferenceSession(str(quantize_with_onnxruntime(model, calib, Path(folder))),
+                                       providers=["CPUExecutionProvider"])
+
+    def predict(feeds: ArrayDict) -> ArrayDict:
+        outputs = session.run(list(model.output_names),
+                              {name: np.ascontiguousarray(feeds[name])
+                               for name in model.input_names})
+        return dict(zip(model.output_names, outputs, strict=True))
+
+    return predict

@@ -1,0 +1,78 @@
+"""``lowbit bench MODEL|all [--calib-samples N] [--out FILE.md]``: the accuracy benchmark.
+
+Runs float torch, lowbit's float interpreter, lowbit INT8, onnxruntime QDQ INT8 and torch PT2E
+INT8 on the same calibration inputs, prints a markdown table per model with the issue's
+targets checked, and writes the same report to FILE.md (atomically) when asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+
+from lowbit.cli.command import Command
+from lowbit.compiler.errors import LowbitError
+from lowbit.compiler.fileio import write_text_atomically
+from lowbit.models import get_model, model_names
+from lowbit.models.bundled import ArrayDict
+
+DEFAULT_CALIB_SAMPLES = {"minilm": 128}
+FALLBACK_CALIB_SAMPLES = 256
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL|all",
+                        help=f"a bundled model ({', '.join(model_names())}) or all of them")
+    parser.add_argument("--calib-samples", type=positive_int, metavar="N",
+                        help="calibration samples for every contender (default: 256; "
+                             "128 for minilm)")
+    parser.add_argument("--out", metavar="FILE.md", help="also write the report here")
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command as it was given, options in canonical order."""
+    words = ["lowbit", "bench", args.model]
+    if args.calib_samples is not None:
+        words += ["--calib-samples", str(args.calib_samples)]
+    if args.out is not None:
+        words += ["--out", args.out]
+    return shlex.join(words)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lowbit.bench.accuracy import bench_model
+    from lowbit.bench.report import render_report
+
+    names = model_names() if args.model == "all" else [args.model]
+    if not set(names) <= set(model_names()):
+        raise LowbitError(f"unknown model; expected 'all' or one of {', '.join(model_names())}",
+                          file=args.model)
+    calib: dict[str, ArrayDict] = {}
+    for name in names:  # load every calibration set first: a bad N fails before any long run
+        count = args.calib_samples or DEFAULT_CALIB_SAMPLES.get(name, FALLBACK_CALIB_SAMPLES)
+        try:
+            calib[name] = get_model(name).sample_inputs(count, "calib")
+        except ValueError as err:
+            raise LowbitError(f"--calib-samples: {err}", file=name) from None
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    tables = [bench_model(get_model(name), calib[name]) for name in names]
+    report = render_report(tables, command_line(args), started, time.perf_counter() - clock)
+    print(report, end="")
+    if args.out is not None:
+        write_text_atomically(args.out, report)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+COMMAND = Command("bench", "accuracy of lowbit INT8 against float and peer INT8 quantizers",
+                  add_arguments, run)

@@ -1,0 +1,72 @@
+"""Smoke test of the accuracy benchmark: it runs end to end on digits-cnn with a few
+calibration samples and yields a well-formed table and report. No accuracy thresholds here;
+the targets are checked in the benchmark's own output."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from lowbit.bench.accuracy import CONTENDERS, FLOAT, ModelTable, bench_model
+from lowbit.bench.neighbours import neighbour_agreement
+from lowbit.bench.report import render_report
+from lowbit.bench.targets import TARGETS
+from lowbit.cli.bench_cmd import COMMAND
+from lowbit.compiler.errors import LowbitError
+from lowbit.models import get_model
+
+CALIB_SAMPLES = 8
+
+# the PT2E peer imports torch._inductor, whose import of torch.utils.mkldnn warns about torch.jit
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
+
+
+@pytest.fixture(scope="module")
+def table() -> ModelTable:
+    model = get_model("digits-cnn")
+    return bench_model(model, model.sample_inputs(CALIB_SAMPLES, "calib"))
+
+
+def test_table_has_one_well_formed_row_per_contender(table: ModelTable) -> None:
+    assert [row.contender for row in table.rows] == [c.name for c in CONTENDERS]
+    assert table.rows[0].contender == FLOAT and table.rows[0].error is None
+    assert table.calib_samples == CALIB_SAMPLES and table.test_samples > 0
+    for row in table.rows:
+        assert row.seconds >= 0
+        if row.error is None:
+            assert set(row.metrics) == {"accuracy"}, row
+            assert 0.0 <= row.metrics["accuracy"] <= 1.0 and math.isfinite(row.metrics["accuracy"])
+            assert row.test_samples == table.test_samples
+        else:
+            assert row.error and not row.metrics and row.test_samples == 0
+
+
+def test_report_has_table_and_one_verdict_per_target(table: ModelTable) -> None:
+    text = render_report([table], "lowbit bench digits-cnn", datetime.now(timezone.utc), 1.0)
+    lines = text.splitlines()
+    assert "## digits-cnn" in lines and "- command: `lowbit bench digits-cnn`" in lines
+    assert "| contender | top-1 accuracy | Δ vs float | time (s) |" in lines
+    assert all(any(line.startswith(f"| {c.name} |") for line in lines) for c in CONTENDERS)
+    verdicts = [line for line in lines if line.startswith(("- **PASS**", "- **FAIL**",
+                                                           "- **N/A**"))]
+    assert len(verdicts) == sum(t.model == "digits-cnn" for t in TARGETS)
+
+
+def test_neighbour_agreement_hand_example() -> None:
+    # reference neighbours: 0<->1, 2<->3; in the other set row 3 sits between 0/1 and 2 and is
+    # nearest to row 1 (cos 0.78 vs 0.71), so only row 3 disagrees -> 3 of 4
+    reference = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    moved = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.5, 0.5]])
+    assert neighbour_agreement(moved, reference) == {"nn_agreement": 0.75}
+    assert neighbour_agreement(reference, reference) == {"nn_agreement": 1.0}
+
+
+@pytest.mark.parametrize("model, samples", [("no-such-model", None), ("digits-cnn", 10**6)])
+def test_bad_arguments_are_user_errors(model: str, samples: int | None) -> None:
+    args = argparse.Namespace(model=model, calib_samples=samples, out=None)
+    with pytest.raises(LowbitError):
+        COMMAND.run(args)
