@@ -77,9 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="activation range observer")
     parser.add_argument("--symmetric", action="store_true",
                         help="symmetric (zero point 0) activations everywhere")
-    parser.add_argument("--migration-alpha", type=_alpha, default=0.5, metavar="ALPHA|none",
+    parser.add_argument("--migration-alpha", type=_alpha, default=0.8, metavar="ALPHA|none",
                         help="SmoothQuant strength for LayerNorm -> linear scale migration "
-                             "(default 0.5; 'none' keeps per-tensor LayerNorm codes)")
+                             "(default 0.8; 'none' keeps per-tensor LayerNorm codes)")
 
 
 def _alpha(text: str) -> float | None:

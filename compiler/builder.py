@@ -25,6 +25,7 @@ class GraphBuilder:
         self._graph = Graph(name, [], [], {}, {}, [], {}, dict(metadata or {}))
         self._used_values: set[str] = set()
         self._used_nodes: set[str] = set()
+        self.renamed: dict[str, str] = {}  # value names changed by rename_value, old -> new
 
     @property
     def graph(self) -> Graph:
@@ -113,6 +114,7 @@ class GraphBuilder:
 
     def _replace_name(self, old: str, new: str) -> None:
         graph = self._graph
+        self.renamed[old] = new
         graph.types[new] = graph.types.pop(old)
         for node in graph.nodes:
             node.outputs = tuple(new if v == old else v for v in node.outputs)

@@ -45,7 +45,7 @@ class LoweringOptions:
     symmetric_activations: bool = False
     wide_dtype: str = "int16"
     # SmoothQuant strength for LayerNorm -> linear migration; None keeps per-tensor codes.
-    migration_alpha: float | None = 0.5
+    migration_alpha: float | None = 0.8
 
 
 @dataclass(frozen=True)
@@ -191,9 +191,24 @@ def lower_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]],
                               op=node.op) from None
     outputs = [_lower_output(ctx, name) for name in graph.outputs]
     _attach_absorbed_origins(ctx)
+    builder.graph.metadata["quantized_values"] = _value_map(ctx)
     result = builder.finish(outputs)
     check_integer_only(result)
     return result, ctx.stats
+
+
+def _value_map(ctx: LoweringContext) -> dict[str, dict[str, Any]]:
+    """Which integer value carries each float value, and how to read it as real numbers
+    (``real = scale * (codes - zero_point)``): relevance and reports use this map."""
+    def current(name: str) -> str:
+        while name in ctx.builder.renamed:
+            name = ctx.builder.renamed[name]
+        return name
+
+    return {float_name: {"codes": current(codes), "scale": qparams.scale,
+                         "zero_point": qparams.zero_point}
+            for float_name, (codes, qparams) in ctx.bound.items()
+            if float_name not in ctx.source.constants}
 
 
 def _attach_absorbed_origins(ctx: LoweringContext) -> None:

@@ -28,7 +28,7 @@ class CompileOptions:
     bits: int = 8
     calibration_method: str = "minmax"
     symmetric_activations: bool = False
-    migration_alpha: float | None = 0.5
+    migration_alpha: float | None = 0.8
     progress: bool = True
 
 
