@@ -11,8 +11,9 @@ stops the pass with an error naming the node and op. Every integer node keeps th
 float node(s) it implements, so relevance and reports still point at the user's model.
 
 Activation dtypes: int8 for values that feed products (linear, conv, matmul) and for the rest
-by default; int16 for values whose consumers are the I-BERT nonlinearities or residual adds,
-where 8 bits would cost accuracy for no speed.
+by default; int16 for graph outputs and for values whose consumers are the I-BERT
+nonlinearities, residual adds or other elementwise arithmetic, where 8 bits would cost
+accuracy for no speed.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from lowbit.passes.manager import PassResult
 from lowbit.passes.quantize.qparams import (EXACT_INT64, QParams, activation_qparams,
                                             quantize_tensor)
 
-WIDE_CONSUMERS = frozenset({"softmax", "gelu", "layer_norm", "add", "sub", "div", "sqrt",
-                            "reduce_mean", "reduce_sum"})
+WIDE_CONSUMERS = frozenset({"softmax", "gelu", "layer_norm", "add", "sub", "mul", "div",
+                            "sqrt", "pow", "reduce_mean", "reduce_sum"})
 PRODUCT_CONSUMERS = frozenset({"linear", "conv", "matmul"})
 SYMMETRIC_CONSUMERS = frozenset({"div", "sqrt", "pow"})
 BOUNDARY_OPS = frozenset({"quantize", "dequantize"})
@@ -113,7 +114,9 @@ class LoweringContext:
         """Activation qparams of a value, its dtype chosen by what consumes it."""
         users = self.users.get(float_name, []) if consumers is None else consumers
         consumers = {n.op for n in users}
-        wide = bool(consumers & WIDE_CONSUMERS) and not consumers & PRODUCT_CONSUMERS
+        is_output = float_name in self.source.outputs  # dequantized: no product reads it
+        wide = ((bool(consumers & WIDE_CONSUMERS) or is_output)
+                and not consumers & PRODUCT_CONSUMERS)
         dtype = self.options.wide_dtype if wide else "int8"
         symmetric = self.options.symmetric_activations or bool(consumers & SYMMETRIC_CONSUMERS)
         lo, hi = self.range_of(float_name)
