@@ -1,4 +1,5 @@
-"""``lowbit explain MODEL --input X.npz --out DIR [--rule R] [--target-class K] [--override N=R]``.
+"""``lowbit explain MODEL --input X.npz --out DIR [--rule R] [--target-class K] [--override N=R]
+[--after COMPILE_DIR]``.
 
 Explains the first output of MODEL on the inputs in X.npz with layer-wise relevance propagation
 (``lowbit.passes.relevance``) and writes into DIR, each file atomically:
@@ -19,6 +20,13 @@ name, another rule. The explained score is the predicted class (argmax of the fi
 unless ``--target-class`` is given; an embedding model without classes (unit-norm output rows,
 e.g. minilm) is explained through its self-similarity ``<y, y>``. Progress and the conservation
 report go to stderr.
+
+``--after COMPILE_DIR`` (written by ``lowbit compile MODEL``) explains the integer program
+instead, on the same captured nodes (``lowbit.passes.relevance.quantized``): its dequantized
+activations drive the rules on the float graph's structure, and the explained class is its
+prediction. The summary's ``after`` entry (and stderr) add the Spearman rank correlation of the
+input relevance with the float explanation of the same graph and inputs, per sample and mean.
+MODEL must be the model the directory was compiled from.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ from lowbit.compiler.importers import capture
 from lowbit.compiler.ir import Graph
 from lowbit.passes.relevance import (NAMED_RULES, Composite, Entry, Explanation, Objective,
                                      composite_named, explain)
+from lowbit.passes.relevance.quantized import (CompiledModel, RankAgreement, check_source,
+                                               explain_quantized, load_compiled, rank_agreement)
 from lowbit.passes.relevance.render import heatmap_png, tokens_html
 from lowbit.runtime.npz import load_npz, save_npz
 
@@ -56,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="explain output entry K instead of the predicted class")
     parser.add_argument("--override", action="append", default=[], metavar="NODE=RULE",
                         help=f"rule for one node; RULE in {', '.join(sorted(NAMED_RULES))}")
+    parser.add_argument("--after", metavar="COMPILE_DIR",
+                        help="explain the integer program that `lowbit compile MODEL` wrote "
+                             "there, and compare with the float explanation")
 
 
 def _say(message: str) -> None:
@@ -84,18 +97,38 @@ def _composite(name: str, overrides: list[str], graph: Graph) -> Composite:
 def run(args: argparse.Namespace) -> int:
     _say(f"capturing {args.model}")
     graph = capture(args.model)
+    compiled = None
+    if args.after:
+        compiled = load_compiled(args.after)
+        check_source(graph, compiled, args.model)
+        graph = compiled.float_graph
     feeds = load_npz(args.input)
     composite = _composite(args.rule or default_rule(graph), args.override, graph)
-    _say(f"running {graph.name} forward, then relevance with {composite.name!r} "
-         f"({len(graph.nodes)} nodes)")
+    objective = Objective(target_class=args.target_class)
+    reference = agreement = None
     try:
-        explanation = explain(graph, feeds, composite, Objective(target_class=args.target_class))
+        if compiled is None:
+            _say(f"running {graph.name} forward, then relevance with {composite.name!r} "
+                 f"({len(graph.nodes)} nodes)")
+            explanation = explain(graph, feeds, composite, objective)
+        else:
+            _say(f"running the integer program {compiled.integer_path} forward, then relevance "
+                 f"with {composite.name!r} on {compiled.float_path} ({len(graph.nodes)} nodes)")
+            explanation = explain_quantized(graph, compiled.integer_graph, feeds, composite,
+                                            objective)
+            _say("explaining the float graph too, for comparison")
+            reference = explain(graph, feeds, composite, objective)
+            agreement = rank_agreement(explanation, reference)
     except InputError as err:
         raise err.located(file=args.input) from None
-    out = Path(args.out)
-    for path in _write(explanation, feeds, graph, out):
+    after = None
+    if compiled is not None and reference is not None and agreement is not None:
+        after = _after_json(compiled, reference, agreement)
+    for path in _write(explanation, feeds, graph, Path(args.out), after):
         _say(f"wrote {path}")
-    _report(explanation)
+    _report(explanation, quantized=compiled is not None)
+    if reference is not None and agreement is not None:
+        _report_agreement(explanation, reference, agreement)
     return 0
 
 
@@ -107,11 +140,14 @@ def _captions(explanation: Explanation) -> list[str]:
 
 
 def _write(explanation: Explanation, feeds: dict[str, np.ndarray], graph: Graph,
-           out: Path) -> list[Path]:
+           out: Path, after: dict[str, object] | None = None) -> list[Path]:
     written = [out / "relevance.npz", out / "node_relevance.json", out / "summary.json"]
     save_npz(written[0], explanation.inputs)
     write_text_atomically(written[1], json.dumps(_nodes_json(explanation), indent=1) + "\n")
-    write_text_atomically(written[2], json.dumps(_summary_json(explanation), indent=1) + "\n")
+    summary = _summary_json(explanation)
+    if after is not None:
+        summary["after"] = after
+    write_text_atomically(written[2], json.dumps(summary, indent=1) + "\n")
     captions = _captions(explanation)
     images = [name for name in graph.inputs
               if np.ndim(feeds[name]) == 4 and np.issubdtype(feeds[name].dtype, np.floating)]
@@ -191,7 +227,44 @@ def _summary_json(explanation: Explanation) -> dict[str, object]:
     }
 
 
-def _report(explanation: Explanation) -> None:
+def _targets(explanation: Explanation) -> list[int] | None:
+    targets = explanation.propagation.seed.targets
+    return None if targets is None else list(targets)
+
+
+def _correlation(value: float) -> float | None:
+    return None if np.isnan(value) else value
+
+
+def _after_json(compiled: CompiledModel, reference: Explanation,
+                agreement: RankAgreement) -> dict[str, object]:
+    return {
+        "directory": str(compiled.directory),
+        "integer_program": str(compiled.integer_path),
+        "float_graph": str(compiled.float_path),
+        "float_targets": _targets(reference),
+        "rank_correlation": {
+            "method": "spearman over the flattened input relevance, per sample; quantized vs "
+                      "float explanation",
+            "per_sample": [_correlation(c) for c in agreement.per_sample],
+            "mean": _correlation(agreement.mean),
+        },
+    }
+
+
+def _report_agreement(explanation: Explanation, reference: Explanation,
+                      agreement: RankAgreement) -> None:
+    per_sample = ", ".join(f"{c:.3f}" for c in agreement.per_sample)
+    _say(f"rank correlation with the float explanation (Spearman, input relevance): mean "
+         f"{agreement.mean:.4f} (per sample {per_sample})")
+    ours, theirs = _targets(explanation), _targets(reference)
+    if ours is not None and theirs is not None and ours != theirs:
+        differ = [n for n, (a, b) in enumerate(zip(ours, theirs)) if a != b]
+        _say(f"the integer program predicts another class than the float graph for sample(s) "
+             f"{differ}; those explanations explain different classes")
+
+
+def _report(explanation: Explanation, quantized: bool = False) -> None:
     prop = explanation.propagation
     explained = prop.seed.total()
     inputs = sum(r.reshape(r.shape[0], -1).sum(axis=1) for r in explanation.inputs.values())
@@ -210,7 +283,14 @@ def _report(explanation: Explanation) -> None:
     if stabilized is not None:
         _say(f"largest stabilizer share: {stabilized.node} ({stabilized.rule}) kept "
              f"{stabilized.stabilizer_share:.1e} of its relevance")
-    for check in explanation.violations():
+    violations = explanation.violations()
+    if quantized and violations:
+        _say(f"{len(violations)} layer(s) deviate beyond their float tolerance, by at most "
+             f"{max(c.deviation for c in violations):.2e}: their rules divide by the integer "
+             "program's outputs, which differ from the float-weight terms by the quantization "
+             "error (listed in summary.json)")
+        return
+    for check in violations:
         _say(f"warning: layer {check.node} ({check.rule}) deviates {check.deviation:.2e}, "
              f"beyond its tolerance {check.tolerance:.0e}")
 

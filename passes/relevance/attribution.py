@@ -83,8 +83,10 @@ class Explanation:
 
 
 def explain(graph: Graph, feeds: Mapping[str, np.ndarray], composite: Composite,
-            objective: Objective) -> Explanation:
-    prop = propagate(graph, feeds, composite, objective)
+            objective: Objective,
+            activations: Mapping[str, np.ndarray] | None = None) -> Explanation:
+    """``activations`` replace forward values by name (see ``engine.forward``)."""
+    prop = propagate(graph, feeds, composite, objective, activations)
     return Explanation(composite.name, prop, input_relevance(prop, feeds),
                        captured_relevance(prop), positional_relevance(prop), conservation(prop))
 

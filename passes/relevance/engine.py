@@ -15,6 +15,11 @@ is ``Stop``. Values computed from integer inputs alone (token ids outside lookup
 masks) carry none, as in autograd; integer values computed from live ones (a lowered program)
 do, so relevance reaching an integer op stops at its missing rule instead of vanishing.
 
+Forward activations can be given (``activations``: value name -> array, e.g. an integer
+program's dequantized values, see ``quantized``): the forward then runs node by node and each
+named value is replaced as soon as it is computed, so later nodes compute from the replacement
+and the rules see the replaced values. Without them the forward is the reference interpreter's.
+
 Invariants: relevance reaches only live values, with their exact shape; a node reached by
 relevance whose op has no rule stops the run with an error naming the node and op (never a
 silent zero); every visited node records a ``Balance`` of where its relevance went.
@@ -89,10 +94,12 @@ def canonicalize(graph: Graph, composite: Composite) -> Graph:
 
 
 def propagate(graph: Graph, feeds: Mapping[str, np.ndarray], composite: Composite,
-              objective: Objective) -> Propagation:
+              objective: Objective,
+              activations: Mapping[str, np.ndarray] | None = None) -> Propagation:
+    """``activations`` replace forward values by name (names of the canonical graph)."""
     canonical = canonicalize(graph, composite)
     batch = check_inputs(canonical, feeds)
-    values = run_graph(canonical, feeds, keep=True)
+    values = forward(canonical, feeds, activations)
     assigned = composite.assign(canonical)
     live, sources = _liveness(canonical, assigned)
     seed = objective.seed(canonical, values)
@@ -103,6 +110,44 @@ def propagate(graph: Graph, feeds: Mapping[str, np.ndarray], composite: Composit
         if any(v in prop.relevance for v in node.outputs):
             _visit(prop, node, assigned[node.name], live)
     return prop
+
+
+def forward(graph: Graph, feeds: Mapping[str, np.ndarray],
+            activations: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Every value of one forward run; a value named in ``activations`` (a graph input or a node
+    output; same shape, cast to its dtype) is replaced where it is defined."""
+    if not activations:
+        return run_graph(graph, feeds, keep=True)
+    batch = check_inputs(graph, feeds)
+    unknown = sorted(n for n in activations if n not in graph.types or n in graph.constants)
+    if unknown:
+        raise LowbitError(f"activation overrides name {unknown}, which are no graph inputs or "
+                          "node outputs of the explained graph")
+    env: dict[str, np.ndarray] = dict(graph.constants)
+    for name in graph.inputs:
+        env[name] = _replaced(graph, name, np.asarray(feeds[name]), activations)
+    for node in graph.nodes:
+        spec = OP_TABLE[node.op]
+        args = [env[v] if v else None for v in node.inputs]
+        try:
+            with np.errstate(over="ignore"):
+                results = spec.run(args, spec.with_defaults(node.attrs), batch)
+        except (ValueError, IndexError, TypeError, FloatingPointError) as err:
+            raise LowbitError(f"evaluation failed: {err}", node=node.name, op=node.op) from None
+        for out, result in zip(node.outputs, results):
+            env[out] = _replaced(graph, out, result, activations)
+    return env
+
+
+def _replaced(graph: Graph, name: str, computed: np.ndarray,
+              activations: Mapping[str, np.ndarray]) -> np.ndarray:
+    if name not in activations:
+        return computed
+    given = np.asarray(activations[name])
+    if given.shape != np.shape(computed):
+        raise LowbitError(f"the activation override for {name!r} has shape {list(given.shape)}, "
+                          f"the value has {list(np.shape(computed))}")
+    return given.astype(graph.types[name].dtype, copy=False)
 
 
 def _check_seed(graph: Graph, seed: Seed, live: set[str]) -> None:
