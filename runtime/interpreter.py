@@ -7,7 +7,7 @@ checked against the graph's declared types first; errors name the input or the f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -41,12 +41,18 @@ def check_inputs(graph: Graph, feeds: Mapping[str, np.ndarray]) -> int:
     return batch if batch is not None else 1
 
 
-def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray],
-              keep: bool = False) -> dict[str, np.ndarray]:
-    """Outputs keyed by graph output name (all values with ``keep=True``)."""
+def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], keep: bool = False,
+              replace: Callable[[str, np.ndarray], np.ndarray] | None = None
+              ) -> dict[str, np.ndarray]:
+    """Outputs keyed by graph output name (all values with ``keep=True``).
+
+    ``replace(name, value)``, when given, sees every graph input and node output as it is
+    defined and returns the value the rest of the run uses (relevance of a quantized program
+    substitutes its dequantized activations this way)."""
     batch = check_inputs(graph, feeds)
+    define = replace or (lambda name, value: value)
     env: dict[str, np.ndarray] = dict(graph.constants)
-    env.update({name: np.asarray(feeds[name]) for name in graph.inputs})
+    env.update({name: define(name, np.asarray(feeds[name])) for name in graph.inputs})
     for node in graph.nodes:
         spec = OP_TABLE[node.op]
         args = [env[v] if v else None for v in node.inputs]
@@ -55,7 +61,7 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray],
                 results = spec.run(args, spec.with_defaults(node.attrs), batch)
         except (ValueError, IndexError, TypeError, FloatingPointError) as err:
             raise LowbitError(f"evaluation failed: {err}", node=node.name, op=node.op) from None
-        env.update(zip(node.outputs, results))
+        env.update((out, define(out, result)) for out, result in zip(node.outputs, results))
     if keep:
         return env
     return {name: env[name] for name in graph.outputs}

@@ -14,7 +14,7 @@ import numpy as np
 
 from lowbit.compiler.dims import normalize_axis
 from lowbit.compiler.errors import UnsupportedOpError
-from lowbit.compiler.importers.torch_context import RuleContext, numpy_dtype
+from lowbit.compiler.importers.torch_context import RuleContext
 
 Rule = Callable[[RuleContext], "str | tuple[str, ...]"]
 TORCH_RULES: dict[str, Rule] = {}

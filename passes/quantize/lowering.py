@@ -29,7 +29,6 @@ from lowbit.compiler.errors import LowbitError, UnsupportedOpError
 from lowbit.compiler.ir import Graph, Node
 from lowbit.compiler.ops.integer import INT_RANGES
 from lowbit.kernels import dyadic
-from lowbit.passes.manager import PassResult
 from lowbit.passes.quantize.qparams import (EXACT_INT64, QParams, activation_qparams,
                                             quantize_tensor)
 

@@ -118,25 +118,12 @@ def forward(graph: Graph, feeds: Mapping[str, np.ndarray],
     output; same shape, cast to its dtype) is replaced where it is defined."""
     if not activations:
         return run_graph(graph, feeds, keep=True)
-    batch = check_inputs(graph, feeds)
     unknown = sorted(n for n in activations if n not in graph.types or n in graph.constants)
     if unknown:
         raise LowbitError(f"activation overrides name {unknown}, which are no graph inputs or "
                           "node outputs of the explained graph")
-    env: dict[str, np.ndarray] = dict(graph.constants)
-    for name in graph.inputs:
-        env[name] = _replaced(graph, name, np.asarray(feeds[name]), activations)
-    for node in graph.nodes:
-        spec = OP_TABLE[node.op]
-        args = [env[v] if v else None for v in node.inputs]
-        try:
-            with np.errstate(over="ignore"):
-                results = spec.run(args, spec.with_defaults(node.attrs), batch)
-        except (ValueError, IndexError, TypeError, FloatingPointError) as err:
-            raise LowbitError(f"evaluation failed: {err}", node=node.name, op=node.op) from None
-        for out, result in zip(node.outputs, results):
-            env[out] = _replaced(graph, out, result, activations)
-    return env
+    return run_graph(graph, feeds, keep=True,
+                     replace=lambda name, value: _replaced(graph, name, value, activations))
 
 
 def _replaced(graph: Graph, name: str, computed: np.ndarray,
