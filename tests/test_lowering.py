@@ -102,27 +102,28 @@ def _one_linear_graph() -> tuple:
 
 
 def test_linear_relu_by_hand() -> None:
-    """x in [-1, 1] (int8 affine: s = 2/255, zp = 0 - round(-1/s) - 128 = 0),
-    W rows scaled by 2/127 and 3/127, relu output range [0, 4.5] (s = 4.5/255, zp = -128)."""
+    """x in [-1, 1] (int8 affine: s = 2/255, zp = round(-128 + 1/s) = 0), W rows scaled by
+    2/127 and 3/127; the output is a graph output, so 16-bit: relu range [0, 4.5] gives
+    s = 4.5/65535, zp = -32768, and the fused relu clamps at the zero point."""
     graph, out = _one_linear_graph()
     ranges = {"x": (-1.0, 1.0), "fc": (-4.0, 4.5), out: (0.0, 4.5)}
     program, stats = lower_graph(graph, ranges)
     assert stats["fused_activations"] == ["out"]
     assert [n.op for n in program.nodes] == ["quantize", "int_linear", "requantize",
                                             "dequantize"]
-    s_x, s_out = 2.0 / 255, 4.5 / 255
+    s_x, s_out, zp_out = 2.0 / 255, 4.5 / 65535, -32768
     w_scale = np.array([2.0 / 127, 3.0 / 127])
-    w_codes = np.array([[64, 127], [127, -42]])  # round(W / w_scale)
+    w_codes = np.array([[64, 127], [127, -42]])  # round(W / w_scale), ties to even
     x = np.array([[0.5, -0.3], [-1.0, 1.0], [0.1, 0.2]], np.float32)
     x_codes = np.clip(np.rint(x.astype(np.float64) / s_x), -128, 127)  # zp = 0
     bias_codes = np.rint(np.array([0.5, -0.25]) / (s_x * w_scale))
     acc = x_codes @ w_codes.T + bias_codes
     real = acc * s_x * w_scale
-    expected_codes = np.clip(np.floor(real / s_out + 0.5) - 128, -128, 127)  # relu: >= zp
+    expected_codes = np.clip(np.floor(real / s_out + 0.5) + zp_out, zp_out, 32767)
     got = run_graph(program, {"x": x})[out]
-    np.testing.assert_allclose(got, (expected_codes + 128) * s_out, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got, (expected_codes - zp_out) * s_out, rtol=0, atol=1e-6)
     np.testing.assert_allclose(got, np.maximum(x @ [[1, 3], [2, -1]] + [0.5, -0.25], 0),
-                               atol=4 * s_out)
+                               atol=0.05)
 
 
 def test_float_op_inside_is_named() -> None:
