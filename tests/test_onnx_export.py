@@ -8,7 +8,7 @@ cover the full range of their dtype unless the op has a documented precondition.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -26,12 +26,14 @@ from lowbit.compiler.ops.integer import INT_RANGES, gelu_plan
 from lowbit.kernels import dyadic
 from lowbit.runtime import run_graph
 
+from tests.integer_graphs import (Feeds, dyadic_pair, full_range, i8, one_op,  # noqa: E402
+                                  random_feeds)
+
 RNG = np.random.default_rng(11)
 BATCHES = (1, 3)
 LEVELS = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
 N = Sym(1)
 
-Feeds = Callable[[int], dict[str, np.ndarray]]
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -60,50 +62,6 @@ def assert_bit_exact(graph: Graph, feeds: Feeds, batches: Sequence[int] = BATCHE
                 differ = int(np.sum(value != expected))
                 assert np.array_equal(value, expected), (
                     f"{name} at batch {batch}, {level}: {differ} of {value.size} differ")
-
-
-def full_range(dtype: str, shape: tuple[int, ...]) -> np.ndarray:
-    if dtype == "bool":
-        return RNG.integers(0, 2, shape).astype(bool)
-    if dtype.startswith("float"):
-        return (RNG.standard_normal(shape) * 4).astype(dtype)
-    lo, hi = INT_RANGES[dtype]
-    return RNG.integers(lo, hi, shape, endpoint=True, dtype=np.int64).astype(dtype)
-
-
-def random_feeds(graph: Graph, ranges: Mapping[str, tuple[int, int]] | None = None) -> Feeds:
-    """Feeds over each input's full dtype range (or ``ranges[name]``, inclusive)."""
-    def make(batch: int) -> dict[str, np.ndarray]:
-        feeds = {}
-        for name in graph.inputs:
-            t = graph.types[name]
-            shape = tuple(d.coeff * batch if isinstance(d, Sym) else d for d in t.shape)
-            if ranges and name in ranges:
-                lo, hi = ranges[name]
-                feeds[name] = RNG.integers(lo, hi, shape, endpoint=True).astype(t.dtype)
-            else:
-                feeds[name] = full_range(t.dtype, shape)
-        return feeds
-    return make
-
-
-def one_op(op: str, inputs: Sequence[TensorType | np.ndarray], attrs: Mapping | None = None
-           ) -> Graph:
-    """A graph of one node; a TensorType is a graph input ``x<i>``, an array a constant."""
-    builder = GraphBuilder(op)
-    origin = builder.capture(op, op)
-    names = [builder.add_constant(v, f"c{i}") if isinstance(v, np.ndarray)
-             else builder.add_input(f"x{i}", v) for i, v in enumerate(inputs)]
-    return builder.finish([builder.add(op, names, origin, dict(attrs or {}))])
-
-
-def i8(*shape: int) -> np.ndarray:
-    return full_range("int8", shape)
-
-
-def dyadic_pair(m: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    mult, shift = dyadic(m)
-    return mult.reshape(shape), shift.reshape(shape)
 
 
 # -- boundary ---------------------------------------------------------------------------------

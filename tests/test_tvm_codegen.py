@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytest
@@ -20,7 +20,6 @@ import pytest
 from lowbit.compiler import (Graph, GraphBuilder, InputError, LowbitError, OP_TABLE, Sym,
                              TensorType)
 from lowbit.compiler.ops.integer import INT_RANGES, gelu_plan
-from lowbit.kernels import dyadic
 from lowbit.runtime import run_graph
 
 tvm = pytest.importorskip("tvm")
@@ -31,11 +30,13 @@ from lowbit.compiler.codegen.tvm_build import (AARCH64_CC, build, device_source,
 from lowbit.compiler.codegen.tvm_emit import to_relax  # noqa: E402
 from lowbit.runtime.tvm_backend import load_tvm, run_tvm  # noqa: E402
 
+from tests.integer_graphs import (Feeds, dyadic_pair, full_range, i8, one_op,  # noqa: E402
+                                  random_feeds)
+
 RNG = np.random.default_rng(23)
 BATCHES = (1, 3)
 N = Sym(1)
 
-Feeds = Callable[[int], dict[str, np.ndarray]]
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -54,50 +55,6 @@ def assert_bit_exact(graph: Graph, feeds: Feeds, batches: Sequence[int] = BATCHE
     for batch in batches:
         feed = feeds(batch)
         assert_same(program(feed), run_graph(graph, feed), f"at batch {batch}")
-
-
-def full_range(dtype: str, shape: tuple[int, ...]) -> np.ndarray:
-    if dtype == "bool":
-        return RNG.integers(0, 2, shape).astype(bool)
-    if dtype.startswith("float"):
-        return (RNG.standard_normal(shape) * 4).astype(dtype)
-    lo, hi = INT_RANGES[dtype]
-    return RNG.integers(lo, hi, shape, endpoint=True, dtype=np.int64).astype(dtype)
-
-
-def random_feeds(graph: Graph, ranges: Mapping[str, tuple[int, int]] | None = None) -> Feeds:
-    """Feeds over each input's full dtype range (or ``ranges[name]``, inclusive)."""
-    def make(batch: int) -> dict[str, np.ndarray]:
-        feeds = {}
-        for name in graph.inputs:
-            t = graph.types[name]
-            shape = tuple(d.coeff * batch if isinstance(d, Sym) else d for d in t.shape)
-            if ranges and name in ranges:
-                lo, hi = ranges[name]
-                feeds[name] = RNG.integers(lo, hi, shape, endpoint=True).astype(t.dtype)
-            else:
-                feeds[name] = full_range(t.dtype, shape)
-        return feeds
-    return make
-
-
-def one_op(op: str, inputs: Sequence[TensorType | np.ndarray], attrs: Mapping | None = None
-           ) -> Graph:
-    """A graph of one node; a TensorType is a graph input ``x<i>``, an array a constant."""
-    builder = GraphBuilder(op)
-    origin = builder.capture(op, op)
-    names = [builder.add_constant(v, f"c{i}") if isinstance(v, np.ndarray)
-             else builder.add_input(f"x{i}", v) for i, v in enumerate(inputs)]
-    return builder.finish([builder.add(op, names, origin, dict(attrs or {}))])
-
-
-def i8(*shape: int) -> np.ndarray:
-    return full_range("int8", shape)
-
-
-def dyadic_pair(m: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    mult, shift = dyadic(m)
-    return mult.reshape(shape), shift.reshape(shape)
 
 
 # -- boundary ---------------------------------------------------------------------------------
@@ -521,6 +478,22 @@ def test_cuda_build_generates_kernels_without_a_gpu(cuda_build) -> None:
     source = device_source(cuda_build, "cuda")
     assert "__global__" in source
     assert source.count("__global__") >= 5  # convolutions, requantizations, pooling, head
+
+
+CUDA_OPS = {
+    "int_layernorm": ("int32", {"scale": 0.01, "zero_point": 1}),
+    "int_softmax": ("int16", {"scale": 0.05}),
+    "int_gelu": ("int16", {"scale": 0.02}),
+    "int_sqrt": ("int64", {}),
+}
+
+
+@pytest.mark.parametrize("op", CUDA_OPS)
+def test_cuda_builds_the_ibert_ops(op: str) -> None:
+    """Their square-root recurrences once made dlight's GPU rules run for minutes."""
+    dtype, attrs = CUDA_OPS[op]
+    executable = build(one_op(op, [TensorType(dtype, (N, 4, 24))], attrs), "cuda")
+    assert "__global__" in device_source(executable, "cuda")
 
 
 def test_cuda_module_runs_bit_exact_on_a_gpu(cuda_build, digits_cnn_program) -> None:
