@@ -67,7 +67,7 @@ class Emitter:
         self.bb = builder
         self.batch = batch
         self.values: dict[str, relax.Expr] = {}
-        self._consts: dict[tuple[str, tuple[int, ...], bytes], relax.Constant] = {}
+        self._consts: dict[tuple[str, tuple[int, ...], bytes], relax.Expr] = {}
 
     # -- values -------------------------------------------------------------------------------
     def operand(self, name: str) -> Operand:
@@ -76,7 +76,7 @@ class Emitter:
             self.values[name] = self.const(value, str(value.dtype))
         return Operand(self.values[name], self.graph.types[name], value)
 
-    def const(self, value: int | float | np.ndarray, dtype: str) -> relax.Constant:
+    def const(self, value: int | float | np.ndarray, dtype: str) -> relax.Expr:
         """A constant holding ``value`` in ``dtype``, always with the dtype spelled out."""
         source = np.asarray(value)
         if not fits(source, dtype):

@@ -5,11 +5,12 @@ the same integers. What TVM offers and how it is used:
 
 - ``right_shift`` on signed integers is the arithmetic shift (floor), as numpy's ``>>``;
   ``divide`` truncates toward zero and ``floor_divide`` floors, as C and Python do.
-- TVM's LLVM code generator marks signed ``+ - *`` as non-wrapping (``nsw``), so an
-  intermediate that overflows is undefined there, unlike numpy where it wraps. Kernels keep
-  every intermediate below ``2^62`` by construction; where the op's own semantics wrap
-  (``add``/``sub``/``mul``/``neg`` on integers) the arithmetic runs in the unsigned type of the
-  same width, which wraps by definition, and is reinterpreted back (``wrapping``).
+- TVM's LLVM code generator marks 32- and 64-bit signed ``+ - *`` as non-wrapping
+  (``add nsw``), so an intermediate that overflows is undefined there, unlike numpy where it
+  wraps. Kernels keep every intermediate below ``2^62`` by construction; where the op's own
+  semantics wrap (``add``/``sub``/``mul``/``neg`` on integers) the arithmetic runs in the
+  unsigned type of the same width, which wraps by definition, and is reinterpreted back
+  (``wrapping``).
 - Shifts by run-time amounts stay below 64 (the kernels' bounds), where LLVM defines them.
 - A recurrence whose steps read the previous value several times is materialized step by
   step (``materialize``), so that fusion does not re-expand it exponentially.
