@@ -130,32 +130,6 @@ class Gamma:
 
 
 @dataclass(frozen=True)
-class ZPlus:
-    """LRP-z+ (Montavon et al. 2017), alpha = 1, beta = 0 allowing negative inputs; zennit's
-    ``ZPlus``. An output without positive contributions passes nothing on (its relevance goes
-    to the stabilizer)."""
-
-    stabilizer: float = 1e-6
-    name: ClassVar[str] = "zplus"
-    tolerance: ClassVar[float | None] = ROUNDED
-
-    def __call__(self, step: Step) -> Split:
-        stab = Stabilizer(self.stabilizer)
-
-        def factor(view: Affine) -> Factor:
-            w = _weight(view, self.name, step)
-            x_pos, x_neg = positive(view.x), negative(view.x)
-            w_pos, w_neg = positive(w), negative(w)
-            b_pos = _part(view.bias, positive)
-            g, kept = stab.divide(step.relevance,
-                                  view.output(x_pos, w_pos, b_pos) + view.apply(x_neg, w_neg))
-            relevance = x_pos * view.adjoint(g, w_pos) + x_neg * view.adjoint(g, w_neg)
-            return Factor(relevance, _total(b_pos, g), kept)
-
-        return per_factor(step, self.name, factor)
-
-
-@dataclass(frozen=True)
 class AlphaBeta:
     """LRP-alpha-beta (Bach et al. 2015), zennit's ``AlphaBeta``: it creates ``alpha`` and
     removes ``beta`` times each output's relevance; an output with an empty positive or negative
@@ -193,6 +167,17 @@ class AlphaBeta:
                           self.alpha * kept_pos - self.beta * kept_neg)
 
         return per_factor(step, self.name, factor)
+
+
+@dataclass(frozen=True)
+class ZPlus(AlphaBeta):
+    """LRP-z+ (Montavon et al. 2017): alpha-beta with alpha = 1, beta = 0, allowing negative
+    inputs; zennit's ``ZPlus``. An output without positive contributions passes nothing on (its
+    relevance goes to the stabilizer)."""
+
+    alpha: float = 1.0
+    beta: float = 0.0
+    name: ClassVar[str] = "zplus"
 
 
 @dataclass(frozen=True)
