@@ -24,6 +24,7 @@ from lowbit.runtime.backends import ONNX_PROGRAM
 from lowbit.runtime.npz import load_npz
 
 AGREEMENT_SAMPLES = 32
+BIT_SETTINGS = {"8": (8, 8), "4": (4, 4), "w4a8": (4, 8)}
 
 
 def calibration_data(model: str, path: str | None, samples: int) -> dict[str, np.ndarray]:
@@ -54,6 +55,7 @@ def manifest(result: CompileResult, source: str, options: CompileOptions) -> dic
     return {
         "format": "lowbit-compile", "version": 1, "lowbit": __version__, "source": source,
         "name": graph.name, "stage": "integer", "bits": options.bits,
+        "activation_bits": options.activation_bits,
         "calibration_method": options.calibration_method,
         "inputs": {n: str(graph.types[n]) for n in graph.inputs},
         "outputs": {n: str(graph.types[n]) for n in graph.outputs},
@@ -72,7 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-samples", type=int, default=256,
                         help="samples taken from a bundled model's calibration split")
     parser.add_argument("--out", required=True, metavar="DIR", help="compile directory to write")
-    parser.add_argument("--bits", choices=["8"], default="8", help="weight/activation bits")
+    parser.add_argument("--bits", choices=sorted(BIT_SETTINGS), default="8",
+                        help="8 = W8A8, 4 = W4A4, w4a8 = 4-bit weights with 8-bit activations "
+                             "(graph inputs and outputs keep 8 and 16 bits)")
     parser.add_argument("--calib-method", choices=OBSERVERS, default="minmax",
                         help="activation range observer")
     parser.add_argument("--symmetric", action="store_true",
@@ -94,7 +98,9 @@ def _alpha(text: str) -> float | None:
 def run(args: argparse.Namespace) -> int:
     graph = capture(args.model)
     data = calibration_data(args.model, args.calib, args.calib_samples)
-    options = CompileOptions(bits=int(args.bits), calibration_method=args.calib_method,
+    weight_bits, activation_bits = BIT_SETTINGS[args.bits]
+    options = CompileOptions(bits=weight_bits, activation_bits=activation_bits,
+                             calibration_method=args.calib_method,
                              symmetric_activations=args.symmetric,
                              migration_alpha=args.migration_alpha)
     try:
@@ -103,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         raise err.located(file=args.calib) from None
     sample = {k: v[:AGREEMENT_SAMPLES] for k, v in data.items()}
     errors = agreement(result, sample)
-    settings = {"bits": options.bits, "calibration method": options.calibration_method,
+    settings = {"weight bits": options.bits, "activation bits": options.activation_bits,
+                "calibration method": options.calibration_method,
                 "symmetric activations": options.symmetric_activations,
                 "migration alpha": options.migration_alpha}
     report = render_report(result, args.model, settings, errors)

@@ -15,7 +15,7 @@ from lowbit.compiler.importers.sources import capture_bundled
 from lowbit.models import get_model
 from lowbit.passes import PassManager
 from lowbit.passes.fold_batch_norm import FoldBatchNorm
-from lowbit.passes.quantize.lowering import check_integer_only, lower_graph
+from lowbit.passes.quantize.lowering import LoweringOptions, check_integer_only, lower_graph
 from lowbit.passes.quantize.pipeline import CompileOptions, compile_graph
 from lowbit.passes.quantize.range_analysis import analyze_ranges
 from lowbit.runtime import run_graph
@@ -124,6 +124,44 @@ def test_linear_relu_by_hand() -> None:
     np.testing.assert_allclose(got, (expected_codes - zp_out) * s_out, rtol=0, atol=1e-6)
     np.testing.assert_allclose(got, np.maximum(x @ [[1, 3], [2, -1]] + [0.5, -0.25], 0),
                                atol=0.05)
+
+
+def test_four_bit_weights_by_hand() -> None:
+    """W4: per-row scales max|W_row| / 7 = 2/7 and 3/7; codes round half to even and clamp to
+    [-7, 7]; the 8-bit boundary input and the 16-bit output are as in the 8-bit case."""
+    graph, out = _one_linear_graph()
+    ranges = {"x": (-1.0, 1.0), "fc": (-4.0, 4.5), out: (0.0, 4.5)}
+    program, _ = lower_graph(graph, ranges, LoweringOptions(bits=4))
+    weight = program.constants[program.nodes[1].inputs[1]]
+    np.testing.assert_array_equal(weight, [[4, 7], [7, -2]])  # [1, 2]*7/2, [3, -1]*7/3
+    s_x, s_out, zp_out = 2.0 / 255, 4.5 / 65535, -32768
+    w_scale = np.array([2.0 / 7, 3.0 / 7])
+    x = np.array([[0.5, -0.3], [-1.0, 1.0], [0.1, 0.2]], np.float32)
+    x_codes = np.clip(np.rint(x.astype(np.float64) / s_x), -128, 127)
+    bias_codes = np.rint(np.array([0.5, -0.25]) / (s_x * w_scale))
+    real = (x_codes @ weight.T.astype(np.float64) + bias_codes) * s_x * w_scale
+    expected_codes = np.clip(np.floor(real / s_out + 0.5) + zp_out, zp_out, 32767)
+    np.testing.assert_allclose(run_graph(program, {"x": x})[out],
+                               (expected_codes - zp_out) * s_out, rtol=0, atol=1e-6)
+
+
+def test_four_bit_activations_stay_in_range_and_bit_exact(tmp_path) -> None:
+    """W4A4 on the digits CNN: every requantized int8 code fits 4 bits, ONNX Runtime agrees."""
+    model = get_model("digits-cnn")
+    result = compile_graph(capture_bundled(model.name), model.sample_inputs(64, "calib"),
+                           CompileOptions(bits=4, activation_bits=4, progress=False))
+    program = result.integer_graph
+    narrow = [n for n in program.nodes if n.op == "requantize" and n.attrs["dtype"] == "int8"]
+    assert narrow and all(-8 <= n.attrs["qmin"] and n.attrs["qmax"] <= 7 for n in narrow)
+    feeds = model.sample_inputs(16, "test")
+    values = run_graph(program, feeds, keep=True)
+    assert all(values[n.outputs[0]].min() >= -8 and values[n.outputs[0]].max() <= 7
+               for n in narrow)
+    export_onnx(program, tmp_path / "w4a4.onnx")
+    ours = run_graph(program, feeds)
+    theirs = run_onnxruntime(str(tmp_path / "w4a4.onnx"), feeds)
+    for name in program.outputs:
+        np.testing.assert_array_equal(ours[name], theirs[name])
 
 
 def test_float_op_inside_is_named() -> None:

@@ -42,6 +42,11 @@ BOUNDARY_OPS = frozenset({"quantize", "dequantize"})
 @dataclass(frozen=True)
 class LoweringOptions:
     bits: int = 8
+    """Weight bits of every conv/linear not named in ``layer_bits``."""
+    activation_bits: int = 8
+    """Bits of the activation codes that feed products (stored in int8); graph inputs stay 8."""
+    layer_bits: Mapping[str, int] = field(default_factory=dict)
+    """Weight bits per float node name (mixed precision), overriding ``bits``."""
     symmetric_activations: bool = False
     wide_dtype: str = "int16"
     # SmoothQuant strength for LayerNorm -> linear migration; None keeps per-tensor codes.
@@ -109,8 +114,13 @@ class LoweringContext:
             raise LowbitError(f"no calibrated range for value {float_name!r}")
         return self.ranges[float_name]
 
-    def qparams_for(self, float_name: str, consumers: Iterable[Node] | None = None) -> QParams:
-        """Activation qparams of a value, its dtype chosen by what consumes it."""
+    def weight_bits(self, node: Node) -> int:
+        return self.options.layer_bits.get(node.name, self.options.bits)
+
+    def qparams_for(self, float_name: str, consumers: Iterable[Node] | None = None,
+                    bits: int | None = None) -> QParams:
+        """Activation qparams of a value, its dtype chosen by what consumes it; int8 codes
+        have ``options.activation_bits`` unless ``bits`` says otherwise."""
         users = self.users.get(float_name, []) if consumers is None else consumers
         consumers = {n.op for n in users}
         is_output = float_name in self.source.outputs  # dequantized: no product reads it
@@ -119,7 +129,9 @@ class LoweringContext:
         dtype = self.options.wide_dtype if wide else "int8"
         symmetric = self.options.symmetric_activations or bool(consumers & SYMMETRIC_CONSUMERS)
         lo, hi = self.range_of(float_name)
-        return activation_qparams(lo, hi, dtype, symmetric)
+        narrow = bits or self.options.activation_bits
+        return activation_qparams(lo, hi, dtype, symmetric,
+                                  None if wide or narrow >= 8 else narrow)
 
     def sole_consumer(self, float_name: str) -> Node | None:
         users = self.users.get(float_name, [])
@@ -171,6 +183,8 @@ def lower_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]],
                     and name in ranges}
     builder = GraphBuilder(graph.name, metadata={**graph.metadata, "stage": "integer",
                                                  "bits": options.bits,
+                                                 "activation_bits": options.activation_bits,
+                                                 "layer_bits": dict(options.layer_bits),
                                                  "input_ranges": input_ranges})
     builder.graph.captured.update(graph.captured)
     ctx = LoweringContext(graph, ranges, options, builder, channel_absmax or {})
@@ -238,7 +252,7 @@ def _lower_input(ctx: LoweringContext, name: str) -> None:
                  QParams(1.0, 0, ttype.dtype, exact=True))
         return
     origin = frozenset().union(*(n.origin for n in ctx.users.get(name, [])))
-    qparams = ctx.qparams_for(name)
+    qparams = ctx.qparams_for(name, bits=8)  # the boundary quantize keeps 8-bit codes
     codes = ctx.emit("quantize", [name_in], origin,
                      {"scale": qparams.scale, "zero_point": qparams.zero_point,
                       "dtype": qparams.dtype}, f"{name}.q")

@@ -84,7 +84,7 @@ def _weight_codes(ctx: LoweringContext, node: Node, column_scale: np.ndarray | N
         raise UnsupportedOpError("weights computed at run time are not supported")
     if column_scale is not None:
         weight = weight.astype(np.float64) * column_scale
-    codes, scales = quantize_weight_per_channel(weight, ctx.options.bits)
+    codes, scales = quantize_weight_per_channel(weight, ctx.weight_bits(node))
     return ctx.add_constant(codes, f"{node.name}.weight_q"), scales
 
 
@@ -186,7 +186,8 @@ def _lower_mask_add(ctx: LoweringContext, node: Node) -> bool:
         scores, scores_q = ctx.value(node.inputs[1 - mask_index])
         out = ctx.qparams_for(node.outputs[0])
         scores_lo, scores_hi = ctx.range_of(node.inputs[1 - mask_index])
-        out = activation_qparams(scores_lo, scores_hi, out.dtype, out.zero_point == 0)
+        out = activation_qparams(scores_lo, scores_hi, out.dtype, out.zero_point == 0,
+                                 out.bits)
         ratio = scores_q.scale / out.scale
         a_mult, _, shift = add_multipliers(ratio, 0.0)
         rescaled = ctx.emit("int_add", [scores, scores],
@@ -295,7 +296,9 @@ def lower_layer_norm(ctx: LoweringContext, node: Node) -> None:
     scales = _migration_scales(ctx, out_name, linears)
     if scales is not None:
         absmax = float((ctx.channel_absmax[out_name] / scales).max())
-        smooth_q = activation_qparams(-absmax, absmax, "int8", symmetric=True)
+        bits = ctx.options.activation_bits
+        smooth_q = activation_qparams(-absmax, absmax, "int8", symmetric=True,
+                                      bits=bits if bits < 8 else None)
         smooth = _affine_requantize(ctx, node, normalized, gamma / scales, beta / scales,
                                     smooth_q, "smooth")
         for layer in linears:

@@ -7,7 +7,7 @@ integer program and what each step did, for the compile report.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,11 +21,15 @@ from lowbit.passes.quantize.lowering import LoweringOptions, lower_graph
 from lowbit.passes.quantize.range_analysis import RangeReport, analyze_ranges
 
 FLOAT_PASSES = (FoldBatchNorm(), DeadCodeElimination())
+SUPPORTED_BITS = frozenset({4, 8})
 
 
 @dataclass(frozen=True)
 class CompileOptions:
     bits: int = 8
+    """Weight bits of conv/linear layers (``layer_bits`` overrides per float node name)."""
+    activation_bits: int = 8
+    layer_bits: Mapping[str, int] = field(default_factory=dict)
     calibration_method: str = "minmax"
     symmetric_activations: bool = False
     migration_alpha: float | None = 0.8
@@ -44,12 +48,15 @@ class CompileResult:
 
 def compile_graph(graph: Graph, calibration_data: Mapping[str, np.ndarray],
                   options: CompileOptions = CompileOptions()) -> CompileResult:
-    if options.bits != 8:
-        raise NotImplementedError("only --bits 8 is lowered so far")
+    widths = {options.bits, options.activation_bits, *options.layer_bits.values()}
+    if not widths <= SUPPORTED_BITS:
+        raise ValueError(f"bit widths {sorted(widths - SUPPORTED_BITS)} are not supported; "
+                         f"choose from {sorted(SUPPORTED_BITS)}")
     float_graph, records = PassManager(list(FLOAT_PASSES)).run(graph)
     calibration = calibrate(float_graph, calibration_data, method=options.calibration_method,
                             progress=options.progress)
-    lowering = LoweringOptions(bits=options.bits,
+    lowering = LoweringOptions(bits=options.bits, activation_bits=options.activation_bits,
+                               layer_bits=dict(options.layer_bits),
                                symmetric_activations=options.symmetric_activations,
                                migration_alpha=options.migration_alpha)
     integer_graph, stats = lower_graph(float_graph, calibration.ranges, lowering,

@@ -2,6 +2,7 @@
 
 Weights: symmetric per output channel, ``scale_c = max|W_c| / (2^(b-1) - 1)``, codes clamped to
 ``[-(2^(b-1) - 1), 2^(b-1) - 1]`` (HAWQ-V3; the symmetric range keeps -W representable).
+Codes narrower than their dtype (INT4 in int8) clamp to the narrower range.
 Activations: per tensor, from a calibrated range that always contains 0, either symmetric
 (zero point 0) or affine (the zero point puts ``lo`` at the lowest code).
 """
@@ -22,14 +23,15 @@ class QParams:
     zero_point: int
     dtype: str
     exact: bool = False  # codes are the real values themselves (integer graph inputs)
+    bits: int | None = None  # narrower than the dtype (INT4 codes stored in int8)
 
     @property
     def qmin(self) -> int:
-        return INT_RANGES[self.dtype][0]
+        return narrowed_range(self.dtype, self.bits)[0]
 
     @property
     def qmax(self) -> int:
-        return INT_RANGES[self.dtype][1]
+        return narrowed_range(self.dtype, self.bits)[1]
 
     def code_of(self, real: float, rounding: str = "nearest") -> int:
         """The code for a real value, clamped to the dtype (ceil/floor for clamp bounds)."""
@@ -38,24 +40,36 @@ class QParams:
         return int(min(max(code + self.zero_point, self.qmin), self.qmax))
 
     def rescaled(self, factor: float) -> "QParams":
-        return QParams(self.scale * factor, self.zero_point, self.dtype, False)
+        return QParams(self.scale * factor, self.zero_point, self.dtype, False, self.bits)
+
+
+def narrowed_range(dtype: str, bits: int | None) -> tuple[int, int]:
+    """The code range of ``dtype``, or of ``bits``-bit codes stored in it."""
+    low, high = INT_RANGES[dtype]
+    if bits is None:
+        return low, high
+    if low < 0:
+        return max(low, -(1 << (bits - 1))), min(high, (1 << (bits - 1)) - 1)
+    return low, min(high, (1 << bits) - 1)
 
 
 EXACT_INT64 = QParams(1.0, 0, "int64", exact=True)
 
 
-def activation_qparams(lo: float, hi: float, dtype: str, symmetric: bool) -> QParams:
+def activation_qparams(lo: float, hi: float, dtype: str, symmetric: bool,
+                       bits: int | None = None) -> QParams:
+    """Per-tensor qparams for ``[lo, hi]``; ``bits`` narrows the codes below the dtype's."""
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    qmin, qmax = INT_RANGES[dtype]
+    qmin, qmax = narrowed_range(dtype, bits)
     if hi - lo <= 0:
-        return QParams(1.0, 0 if qmin < 0 else qmin, dtype)
+        return QParams(1.0, 0 if qmin < 0 else qmin, dtype, bits=bits)
     if symmetric or qmin == 0:
         if qmin == 0:  # unsigned: only for non-negative ranges
-            return QParams(hi / qmax, 0, dtype)
-        return QParams(max(-lo, hi) / qmax, 0, dtype)
+            return QParams(hi / qmax, 0, dtype, bits=bits)
+        return QParams(max(-lo, hi) / qmax, 0, dtype, bits=bits)
     scale = (hi - lo) / (qmax - qmin)
     zero_point = int(min(max(round(qmin - lo / scale), qmin), qmax))
-    return QParams(scale, zero_point, dtype)
+    return QParams(scale, zero_point, dtype, bits=bits)
 
 
 def quantize_weight_per_channel(weight: np.ndarray, bits: int = 8
