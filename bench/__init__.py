@@ -3,5 +3,6 @@
 Every contender (float torch, lowbit's float interpreter, lowbit INT8, onnxruntime QDQ INT8,
 torch PT2E INT8) gets the same calibration inputs and is scored by the bundled model's own
 `evaluate` on the whole test split; `accuracy.bench_model` builds one table per model and
-`report.render_report` turns the tables into markdown.
+`report.render_tables` turns the tables into markdown; `suites` lists every `lowbit bench
+--suite` (accuracy, speed, passes), each in its own module.
 """

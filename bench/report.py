@@ -1,5 +1,5 @@
-"""Markdown report of benchmark tables: provenance (command, date, versions), one table and
-its target verdicts per model, and how each contender was configured."""
+"""Markdown of benchmark reports: the provenance header every suite shares (command, date,
+versions, machine), and the accuracy suite's table and target verdicts per model."""
 
 import os
 import platform
@@ -63,22 +63,25 @@ def render_model(table: ModelTable) -> str:
     ])
 
 
-def render_report(tables: Sequence[ModelTable], command: str, started: datetime,
-                  seconds: float) -> str:
-    counts = [v.label for table in tables for v in verdicts(table)]
-    summary = ", ".join(f"{counts.count(label)} {label}" for label in ("PASS", "FAIL", "N/A"))
-    head = "\n".join([
-        "# lowbit accuracy benchmark", "",
+def provenance(title: str, command: str, started: datetime, seconds: float) -> str:
+    """The header of every benchmark report: what ran, when, on what, with which versions."""
+    return "\n".join([
+        f"# lowbit benchmark: {title}", "",
         f"- command: `{command}`",
         f"- date: {started:%Y-%m-%d %H:%M %Z}",
         f"- versions: {versions()}",
         f"- machine: {platform.machine()} {platform.system()}, {os.cpu_count()} CPUs",
         f"- wall time: {seconds:.0f} s",
-        f"- targets: {summary}", "",
-        "Every contender gets the same calibration inputs and is scored on the whole test split "
-        "by the model's own metric; Δ is against the float (torch) row. Cosines are to the "
-        "float torch embeddings.",
     ])
+
+
+def render_tables(tables: Sequence[ModelTable]) -> str:
+    counts = [v.label for table in tables for v in verdicts(table)]
+    summary = ", ".join(f"{counts.count(label)} {label}" for label in ("PASS", "FAIL", "N/A"))
+    head = (f"Targets: {summary}.\n\n"
+            "Every contender gets the same calibration inputs and is scored on the whole test "
+            "split by the model's own metric; Δ is against the float (torch) row. Cosines are "
+            "to the float torch embeddings.")
     contenders = "## Contenders\n\n" + "\n".join(f"- **{c.name}**: {c.summary}"
                                                  for c in CONTENDERS)
     return "\n\n".join([head, *(render_model(t) for t in tables), contenders]) + "\n"

@@ -1,8 +1,9 @@
-"""``lowbit bench MODEL|all [--calib-samples N] [--out FILE.md]``: the accuracy benchmark.
+"""``lowbit bench MODEL|all [--suite NAME] [--calib-samples N] [--out FILE.md]``.
 
-Runs float torch, lowbit's float interpreter, lowbit INT8, onnxruntime QDQ INT8 and torch PT2E
-INT8 on the same calibration inputs, prints a markdown table per model with the issue's
-targets checked, and writes the same report to FILE.md (atomically) when asked.
+Runs one benchmark suite (``lowbit.bench.suites``; default ``accuracy``: float torch, lowbit's
+float interpreter, lowbit INT8, onnxruntime QDQ INT8 and torch PT2E INT8 on the same
+calibration inputs) in one process, prints its markdown report with a provenance header and
+writes the same report to FILE.md (atomically) when asked.
 """
 
 from __future__ import annotations
@@ -36,12 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-samples", type=positive_int, metavar="N",
                         help="calibration samples for every contender (default: 256; "
                              "128 for minilm)")
+    parser.add_argument("--suite", default="accuracy", metavar="NAME",
+                        help="which benchmark suite to run (default: accuracy)")
     parser.add_argument("--out", metavar="FILE.md", help="also write the report here")
 
 
 def command_line(args: argparse.Namespace) -> str:
     """The command as it was given, options in canonical order."""
     words = ["lowbit", "bench", args.model]
+    if args.suite != "accuracy":
+        words += ["--suite", args.suite]
     if args.calib_samples is not None:
         words += ["--calib-samples", str(args.calib_samples)]
     if args.out is not None:
@@ -50,9 +55,14 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lowbit.bench.accuracy import bench_model
-    from lowbit.bench.report import render_report
+    from lowbit.bench.report import provenance
+    from lowbit.bench.suites import suites
 
+    available = suites()
+    if args.suite not in available:
+        raise LowbitError(f"unknown suite; expected one of {', '.join(sorted(available))}",
+                          file=args.suite)
+    chosen = available[args.suite]
     names = model_names() if args.model == "all" else [args.model]
     if not set(names) <= set(model_names()):
         raise LowbitError(f"unknown model; expected 'all' or one of {', '.join(model_names())}",
@@ -65,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise LowbitError(f"--calib-samples: {err}", file=name) from None
     started, clock = datetime.now(timezone.utc), time.perf_counter()
-    tables = [bench_model(get_model(name), calib[name]) for name in names]
-    report = render_report(tables, command_line(args), started, time.perf_counter() - clock)
+    body = chosen.run(names, calib)
+    report = provenance(chosen.title, command_line(args), started,
+                        time.perf_counter() - clock) + "\n\n" + body
     print(report, end="")
     if args.out is not None:
         write_text_atomically(args.out, report)
@@ -74,5 +85,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command("bench", "accuracy of lowbit INT8 against float and peer INT8 quantizers",
+COMMAND = Command("bench", "benchmark suites: accuracy, speed and passes, side by side with peers",
                   add_arguments, run)

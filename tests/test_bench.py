@@ -13,7 +13,7 @@ import pytest
 
 from lowbit.bench.accuracy import CONTENDERS, FLOAT, ModelTable, bench_model
 from lowbit.bench.neighbours import neighbour_agreement
-from lowbit.bench.report import render_report
+from lowbit.bench.report import provenance, render_tables
 from lowbit.bench.targets import TARGETS
 from lowbit.cli.bench_cmd import COMMAND
 from lowbit.compiler.errors import LowbitError
@@ -46,7 +46,8 @@ def test_table_has_one_well_formed_row_per_contender(table: ModelTable) -> None:
 
 
 def test_report_has_table_and_one_verdict_per_target(table: ModelTable) -> None:
-    text = render_report([table], "lowbit bench digits-cnn", datetime.now(timezone.utc), 1.0)
+    text = provenance("accuracy", "lowbit bench digits-cnn", datetime.now(timezone.utc), 1.0
+                      ) + "\n\n" + render_tables([table])
     lines = text.splitlines()
     assert "## digits-cnn" in lines and "- command: `lowbit bench digits-cnn`" in lines
     assert "| contender | top-1 accuracy | Δ vs float | time (s) |" in lines
@@ -65,8 +66,10 @@ def test_neighbour_agreement_hand_example() -> None:
     assert neighbour_agreement(reference, reference) == {"nn_agreement": 1.0}
 
 
-@pytest.mark.parametrize("model, samples", [("no-such-model", None), ("digits-cnn", 10**6)])
-def test_bad_arguments_are_user_errors(model: str, samples: int | None) -> None:
-    args = argparse.Namespace(model=model, calib_samples=samples, out=None)
+@pytest.mark.parametrize("model, samples, suite", [("no-such-model", None, "accuracy"),
+                                                   ("digits-cnn", 10**6, "accuracy"),
+                                                   ("digits-cnn", None, "no-such-suite")])
+def test_bad_arguments_are_user_errors(model: str, samples: int | None, suite: str) -> None:
+    args = argparse.Namespace(model=model, calib_samples=samples, out=None, suite=suite)
     with pytest.raises(LowbitError):
         COMMAND.run(args)

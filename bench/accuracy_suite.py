@@ -1,0 +1,17 @@
+"""The ``accuracy`` suite: float, lowbit INT8 and peer INT8 quantizers side by side, with the
+integer lowering issue's targets checked (tables from ``accuracy``, markdown from ``report``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from lowbit.bench.accuracy import bench_model
+from lowbit.bench.report import render_tables
+from lowbit.bench.suites import suite
+from lowbit.models import get_model
+from lowbit.models.bundled import ArrayDict
+
+
+@suite("accuracy", "accuracy of lowbit INT8 against float and peer INT8 quantizers")
+def accuracy(names: Sequence[str], calib: Mapping[str, ArrayDict]) -> str:
+    return render_tables([bench_model(get_model(name), calib[name]) for name in names])

@@ -1,0 +1,41 @@
+"""Benchmark suites of ``lowbit bench --suite NAME``: one row per suite, each in its own module.
+
+A suite takes the chosen bundled model names and their calibration inputs (the same inputs for
+every contender) and returns its markdown sections; ``lowbit bench`` adds the provenance header
+(command, date, versions, machine, wall time). A suite module registers itself with ``suite``
+and is listed in ``SUITE_MODULES`` so that it is imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from lowbit.models.bundled import ArrayDict
+
+SuiteRun = Callable[[Sequence[str], Mapping[str, ArrayDict]], str]
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    title: str
+    run: SuiteRun
+
+
+SUITE_MODULES = ("lowbit.bench.accuracy_suite",)
+_SUITES: dict[str, Suite] = {}
+
+
+def suite(name: str, title: str) -> Callable[[SuiteRun], SuiteRun]:
+    def register(run: SuiteRun) -> SuiteRun:
+        _SUITES[name] = Suite(name, title, run)
+        return run
+    return register
+
+
+def suites() -> dict[str, Suite]:
+    for module in SUITE_MODULES:
+        importlib.import_module(module)
+    return dict(_SUITES)
