@@ -57,6 +57,7 @@ def manifest(result: CompileResult, source: str, options: CompileOptions) -> dic
         "name": graph.name, "stage": "integer", "bits": options.bits,
         "activation_bits": options.activation_bits,
         "calibration_method": options.calibration_method,
+        "passes": [record.name for record in result.pass_records],
         "inputs": {n: str(graph.types[n]) for n in graph.inputs},
         "outputs": {n: str(graph.types[n]) for n in graph.outputs},
         "boundary": boundary(result),
@@ -81,9 +82,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="activation range observer")
     parser.add_argument("--symmetric", action="store_true",
                         help="symmetric (zero point 0) activations everywhere")
+    parser.add_argument("--passes", type=_pass_list, metavar="NAME,NAME|none",
+                        help="float passes to run after clean-up, in order (default: the "
+                             "model family's pipeline; `lowbit pass --list` names them)")
     parser.add_argument("--migration-alpha", type=_alpha, default=0.8, metavar="ALPHA|none",
                         help="SmoothQuant strength for LayerNorm -> linear scale migration "
                              "(default 0.8; 'none' keeps per-tensor LayerNorm codes)")
+
+
+def _pass_list(text: str) -> tuple[str, ...]:
+    return () if text == "none" else tuple(name for name in text.split(",") if name)
 
 
 def _alpha(text: str) -> float | None:
@@ -102,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     options = CompileOptions(bits=weight_bits, activation_bits=activation_bits,
                              calibration_method=args.calib_method,
                              symmetric_activations=args.symmetric,
-                             migration_alpha=args.migration_alpha)
+                             migration_alpha=args.migration_alpha, passes=args.passes)
     try:
         result = compile_graph(graph, data, options)
     except InputError as err:

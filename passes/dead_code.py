@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from lowbit.compiler.ir import Graph
 from lowbit.passes.manager import PassResult
+from lowbit.passes.registry import PassEntry, register_pass
 
 
 @dataclass(frozen=True)
@@ -39,3 +40,7 @@ class DeadCodeElimination:
         return PassResult(result, bool(removed_nodes or unused),
                           {"nodes_removed": removed_nodes, "constants_removed": len(unused)},
                           removed)
+
+
+register_pass(PassEntry("dead-code", "remove nodes whose outputs nothing reads",
+                        lambda inputs: DeadCodeElimination()))

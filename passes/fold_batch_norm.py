@@ -15,6 +15,7 @@ import numpy as np
 
 from lowbit.compiler.ir import Graph, Node
 from lowbit.passes.manager import PassResult
+from lowbit.passes.registry import PassEntry, register_pass
 
 _FOLDABLE = ("conv", "linear")
 
@@ -74,3 +75,7 @@ class FoldBatchNorm:
         layer.origin = layer.origin | bn.origin
         graph.nodes.remove(bn)
         del graph.types[old_output]
+
+
+register_pass(PassEntry("fold-batch-norm", "fold BatchNorm into the preceding conv/linear",
+                        lambda inputs: FoldBatchNorm()))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from lowbit.compiler import Graph
+from lowbit.compiler import Graph, LowbitError
 from lowbit.compiler.serialize import graph_to_json
 from lowbit.passes import DeadCodeElimination, PassError, PassManager, PassResult
 from lowbit.runtime import run_graph
@@ -77,3 +77,13 @@ def test_dead_code_removes_unused_branch_and_declares_it() -> None:
     feeds = {"image": np.ones((2, 2, 6, 6), np.float32)}
     np.testing.assert_array_equal(run_graph(result.graph, feeds)["reduce_mean"],
                                   run_graph(graph, feeds)["reduce_mean"])
+
+
+def test_pass_registry_names_every_pass_and_rejects_unknown_ones() -> None:
+    from lowbit.passes.registry import PassInputs, make_passes, registered_passes
+
+    table = registered_passes()
+    assert {"fold-batch-norm", "dead-code"} <= set(table)
+    assert [p.name for p in make_passes(["dead-code"], PassInputs())] == ["dead-code"]
+    with pytest.raises(LowbitError, match="unknown pass 'no-such-pass'"):
+        make_passes(["no-such-pass"], PassInputs())

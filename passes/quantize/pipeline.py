@@ -13,14 +13,13 @@ from typing import Any
 import numpy as np
 
 from lowbit.compiler.ir import Graph
-from lowbit.passes.dead_code import DeadCodeElimination
-from lowbit.passes.fold_batch_norm import FoldBatchNorm
 from lowbit.passes.manager import PassManager, PassRecord
 from lowbit.passes.quantize.calibrate import Calibration, calibrate
 from lowbit.passes.quantize.lowering import LoweringOptions, lower_graph
 from lowbit.passes.quantize.range_analysis import RangeReport, analyze_ranges
+from lowbit.passes.registry import PassInputs, make_passes
 
-FLOAT_PASSES = (FoldBatchNorm(), DeadCodeElimination())
+CLEANUP_PASSES = ("fold-batch-norm", "dead-code")
 SUPPORTED_BITS = frozenset({4, 8})
 
 
@@ -30,6 +29,8 @@ class CompileOptions:
     """Weight bits of conv/linear layers (``layer_bits`` overrides per float node name)."""
     activation_bits: int = 8
     layer_bits: Mapping[str, int] = field(default_factory=dict)
+    passes: tuple[str, ...] | None = None
+    """Float passes by registry name, run after clean-up; ``None``: ``default_passes``."""
     calibration_method: str = "minmax"
     symmetric_activations: bool = False
     migration_alpha: float | None = 0.8
@@ -46,13 +47,20 @@ class CompileResult:
     ranges: RangeReport
 
 
+def default_passes(graph: Graph) -> tuple[str, ...]:
+    """The float passes a model gets when ``--passes`` is not given (clean-up always runs)."""
+    return ()
+
+
 def compile_graph(graph: Graph, calibration_data: Mapping[str, np.ndarray],
                   options: CompileOptions = CompileOptions()) -> CompileResult:
     widths = {options.bits, options.activation_bits, *options.layer_bits.values()}
     if not widths <= SUPPORTED_BITS:
         raise ValueError(f"bit widths {sorted(widths - SUPPORTED_BITS)} are not supported; "
                          f"choose from {sorted(SUPPORTED_BITS)}")
-    float_graph, records = PassManager(list(FLOAT_PASSES)).run(graph)
+    chosen = default_passes(graph) if options.passes is None else options.passes
+    passes = make_passes(CLEANUP_PASSES + tuple(chosen), PassInputs(calibration_data))
+    float_graph, records = PassManager(passes).run(graph)
     calibration = calibrate(float_graph, calibration_data, method=options.calibration_method,
                             progress=options.progress)
     lowering = LoweringOptions(bits=options.bits, activation_bits=options.activation_bits,

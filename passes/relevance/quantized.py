@@ -49,7 +49,8 @@ from lowbit.compiler.ir import Graph
 from lowbit.compiler.serialize import load_graph
 from lowbit.compiler.types import FLOAT_DTYPES
 from lowbit.passes.manager import PassManager
-from lowbit.passes.quantize.pipeline import FLOAT_PASSES
+from lowbit.passes.quantize.pipeline import CLEANUP_PASSES
+from lowbit.passes.registry import PassInputs, make_passes
 from lowbit.passes.relevance.attribution import Explanation, explain
 from lowbit.passes.relevance.composites import Composite
 from lowbit.passes.relevance.objectives import Objective
@@ -97,9 +98,9 @@ def load_compiled(directory: str | os.PathLike[str]) -> CompiledModel:
 
 
 def check_source(model: Graph, compiled: CompiledModel, model_label: str) -> None:
-    """The compile directory's float graph must be ``model`` after the compile's float passes
+    """The compile directory's float graph must be ``model`` after the compile's clean-up passes
     (same inputs, outputs, ops and weights); raises naming ``float.lowbit`` otherwise."""
-    cleaned, _ = PassManager(list(FLOAT_PASSES)).run(model)
+    cleaned, _ = PassManager(make_passes(CLEANUP_PASSES, PassInputs())).run(model)
     difference = _difference(cleaned, compiled.float_graph)
     if difference:
         raise LowbitError(f"this compile directory was made from "
