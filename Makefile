@@ -19,6 +19,23 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# System packages for the aarch64 tests (cross compiler, qemu user-mode emulation, the arm64 C
+# library), installed with apt-get where missing (Debian; as root, or through sudo). Elsewhere
+# the aarch64 tests skip and say what is missing.
+APT_PACKAGES := gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user libc6-dev-arm64-cross
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "system packages present: $(APT_PACKAGES)"; \
+	elif ! command -v apt-get >/dev/null; then echo "no apt-get: install $$missing yourself"; \
+	else sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q --no-install-recommends $$missing; fi
+
+# The aarch64 host runner (TVM's aarch64 runtime from PyPI, cross-built; cached in
+# ~/.cache/lowbit), so that a missing download fails here rather than skipping tests.
+aarch64-runner: $(STAMP)
+	$(PY) -c "from lowbit.runtime.aarch64.toolchain import runner; print(runner())"
+
 demo: $(STAMP)
 	$(LOWBIT) capture $(MODEL) --out $(OUT)/$(MODEL).lowbit
 	$(LOWBIT) check $(MODEL)
@@ -31,4 +48,4 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-.PHONY: install demo test
+.PHONY: install system-deps aarch64-runner demo test

@@ -24,7 +24,9 @@ class Suite:
     run: SuiteRun
 
 
-SUITE_MODULES = ("lowbit.bench.accuracy_suite",)
+SUITE_MODULES = ("lowbit.bench.accuracy_suite", "lowbit.bench.speed_suite",
+                 "lowbit.bench.passes_suite", "lowbit.bench.mixed_suite",
+                 "lowbit.bench.blocks_suite")
 _SUITES: dict[str, Suite] = {}
 
 

@@ -45,9 +45,10 @@ from lowbit.compiler.importers import capture
 from lowbit.compiler.ir import Graph
 from lowbit.passes.relevance import (NAMED_RULES, Composite, Entry, Explanation, Objective,
                                      composite_named, explain)
+from lowbit.passes.relevance.composites import default_rule
 from lowbit.passes.relevance.quantized import (CompiledModel, RankAgreement, check_source,
                                                explain_quantized, load_compiled, rank_agreement)
-from lowbit.passes.relevance.render import heatmap_png, tokens_html
+from lowbit.passes.relevance.render import heatmap_png, token_names, tokens_html
 from lowbit.runtime.npz import load_npz, save_npz
 
 MASK_INPUT = "attention_mask"
@@ -73,10 +74,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _say(message: str) -> None:
     print(f"explain: {message}", file=sys.stderr)
-
-
-def default_rule(graph: Graph) -> str:
-    return "attnlrp" if any(node.op == "softmax" for node in graph.nodes) else "epsilon-plus-flat"
 
 
 def _composite(name: str, overrides: list[str], graph: Graph) -> Composite:
@@ -169,7 +166,7 @@ def _tokens_page(explanation: Explanation, feeds: dict[str, np.ndarray], graph: 
     ids = feeds[name]
     keep = (feeds[MASK_INPUT] != 0 if MASK_INPUT in feeds and feeds[MASK_INPUT].shape == ids.shape
             else np.ones(ids.shape, bool))
-    words = _decode(graph, ids)
+    words = token_names(graph.metadata.get("bundled_model"), ids)
     relevance = explanation.inputs[name]
     positional = [p for p in explanation.positional.values() if p.shape == ids.shape]
     total = sum(positional) if positional else None
@@ -177,14 +174,6 @@ def _tokens_page(explanation: Explanation, feeds: dict[str, np.ndarray], graph: 
                        [[w for w, k in zip(row, mask) if k] for row, mask in zip(words, keep)],
                        [r[k] for r, k in zip(relevance, keep)],
                        None if total is None else [p[k] for p, k in zip(total, keep)], captions)
-
-
-def _decode(graph: Graph, ids: np.ndarray) -> list[list[str]]:
-    if graph.metadata.get("bundled_model") == "minilm":
-        from lowbit.models.minilm import _tokenizer
-
-        return [_tokenizer().convert_ids_to_tokens(row.tolist()) for row in ids]
-    return [[f"#{i}" for i in row] for row in ids.tolist()]
 
 
 def _floats(values: np.ndarray | None) -> list[float] | None:

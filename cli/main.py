@@ -11,16 +11,17 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 
 from lowbit.cli import (bench_cmd, capture_cmd, check_cmd, compile_cmd, explain_cmd, ops_cmd,
-                        run_cmd, show_cmd)
+                        pass_cmd, run_cmd, show_cmd)
 from lowbit.cli.command import Command
 from lowbit.compiler.errors import LowbitError
 
 COMMANDS: tuple[Command, ...] = (capture_cmd.COMMAND, show_cmd.COMMAND, compile_cmd.COMMAND,
                                  run_cmd.COMMAND, check_cmd.COMMAND, explain_cmd.COMMAND,
-                                 bench_cmd.COMMAND, ops_cmd.COMMAND)
+                                 bench_cmd.COMMAND, ops_cmd.COMMAND, pass_cmd.COMMAND)
 
 EXIT_USER_ERROR = 2
 
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `lowbit show x | head` ends quietly
+    # torch.export's own deprecation notice, raised inside torch on every capture
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)

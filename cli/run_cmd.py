@@ -1,6 +1,7 @@
-"""``lowbit run MODEL --input X.npz --output Y.npz [--backend interp|onnx]``.
+"""``lowbit run MODEL --input X.npz --output Y.npz [--backend interp|onnx|tvm]``.
 
-MODEL is a compile directory, a graph file or anything ``capture`` accepts. Inputs and
+MODEL is a compile directory, a graph file or anything ``capture`` accepts (the ``onnx`` and
+``tvm`` backends need a compile directory; see ``lowbit.runtime.backends``). Inputs and
 outputs are npz files keyed by the graph's input and output names; the output file is
 written atomically.
 """
@@ -22,7 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one array per graph input, keyed by input name")
     parser.add_argument("--output", required=True, metavar="Y.npz",
                         help="written with one array per graph output")
-    parser.add_argument("--backend", choices=sorted(BACKENDS), default="interp")
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="interp",
+                        help="interp: the reference interpreter; onnx: the directory's "
+                             "model.onnx in onnxruntime; tvm: its TVM library (aarch64 ones "
+                             "under qemu-aarch64 on other hosts)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import zipfile
 from typing import Any
 
@@ -23,6 +24,11 @@ from lowbit.compiler.ir import CapturedNode, Graph, Node
 from lowbit.compiler.types import TensorType
 
 FORMAT = "lowbit-graph"
+# what a damaged or crafted file makes the zip reader, JSON and the graph constructors raise
+# (zipfile: RuntimeError for encrypted members, NotImplementedError for unknown compression)
+_MALFORMED = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError,
+              RuntimeError, NotImplementedError, OverflowError, zipfile.BadZipFile, EOFError)
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.]+")
 VERSION = 1
 
 
@@ -63,7 +69,19 @@ def graph_to_json(graph: Graph) -> dict[str, Any]:
     }
 
 
+def _check_names(doc: dict[str, Any]) -> None:
+    """Value and node names are what ``GraphBuilder`` makes (``[A-Za-z0-9_.]``): a crafted
+    file cannot smuggle a path separator into file names that commands derive from them."""
+    names = [*doc["inputs"], *doc["outputs"], *doc["types"], *doc["constants"]]
+    for node in doc["nodes"]:
+        names += [node["name"], *(v for v in node["inputs"] if v), *node["outputs"]]
+    bad = [n for n in names if not isinstance(n, str) or not _SAFE_NAME.fullmatch(n)]
+    if not isinstance(doc["name"], str) or bad:
+        raise ValueError(f"unsafe or invalid name(s) {bad[:3]!r}")
+
+
 def graph_from_json(doc: dict[str, Any], constants: dict[str, np.ndarray]) -> Graph:
+    _check_names(doc)
     types = {k: TensorType(t["dtype"], tuple(parse_dim(d) for d in t["shape"]))
              for k, t in doc["types"].items()}
     nodes = [Node(n["name"], n["op"], tuple(n["inputs"]), tuple(n["outputs"]),
@@ -103,11 +121,14 @@ def load_graph(path: str | os.PathLike[str]) -> Graph:
         raise LowbitError("file not found", file=where) from None
     except LowbitError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as err:
+    except _MALFORMED as err:
         raise LowbitError(f"unreadable lowbit graph file ({type(err).__name__}: {err})",
                           file=where) from None
     try:
         graph.verify()
     except LowbitError as err:
         raise err.located(file=where)
+    except _MALFORMED as err:  # a crafted node the op table's inference cannot even read
+        raise LowbitError(f"invalid lowbit graph ({type(err).__name__}: {err})",
+                          file=where) from None
     return graph

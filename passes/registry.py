@@ -38,7 +38,12 @@ class PassEntry:
     equivalence: bool = True
 
 
-PASS_MODULES: tuple[str, ...] = ("lowbit.passes.fold_batch_norm", "lowbit.passes.dead_code")
+PASS_MODULES: tuple[str, ...] = ("lowbit.passes.fold_batch_norm", "lowbit.passes.dead_code",
+                                 "lowbit.passes.equalize", "lowbit.passes.smooth_quant",
+                                 "lowbit.passes.awq", "lowbit.passes.repq_vit_layernorm",
+                                 "lowbit.passes.repq_vit_softmax",
+                                 "lowbit.passes.rearrange_channels",
+                                 "lowbit.passes.equalize_attention")
 _ENTRIES: dict[str, PassEntry] = {}
 
 

@@ -4,13 +4,20 @@ Invariant: ``run_tvm`` returns what ``run_graph`` returns for the program it was
 keyed by the graph's output names. Names, order, dtypes and device come from the module's
 own ``lowbit_signature`` function, so a library file runs without its graph. TVM is imported
 on first use only (it takes seconds), never by ``import lowbit``.
+
+``run_library`` runs a library file built for a named TVM target (``tvm_build.TARGETS``) on
+this machine, by the row of ``PLATFORMS`` for that target: in process on the CPU or the GPU,
+or, for an aarch64 library on another architecture, under qemu-aarch64 (``lowbit.runtime.aarch64``).
+A machine that cannot run it gets a ``LowbitError`` saying why.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,7 +90,11 @@ def load_tvm(module_or_path: ModuleOrPath, device: str | None = None) -> TvmProg
             raise LowbitError("no such TVM library", file=str(module_or_path))
         return TvmProgram(tvm.runtime.load_module(str(module_or_path)), device)
     executable = getattr(module_or_path, "module", module_or_path)  # a TvmExecutable's
-    return TvmProgram(getattr(executable, "mod", executable), device)
+    # Executable.jit compiles and links what is not runnable as built (the NPU's C source
+    # module) and returns the module itself when everything is.
+    runnable = executable.jit() if hasattr(executable, "jit") else \
+        getattr(executable, "mod", executable)
+    return TvmProgram(runnable, device)
 
 
 def run_tvm(module_or_path: ModuleOrPath | TvmProgram, feeds: Mapping[str, np.ndarray]
@@ -95,4 +106,55 @@ def run_tvm(module_or_path: ModuleOrPath | TvmProgram, feeds: Mapping[str, np.nd
     return program(feeds)
 
 
-__all__ = ["TvmProgram", "device_of", "load_tvm", "run_tvm"]
+LibraryRun = Callable[[Path, Mapping[str, np.ndarray], Sequence[str], Sequence[str]],
+                     dict[str, np.ndarray]]
+ARM_MACHINES = ("aarch64", "arm64")
+
+
+def _run_on_cpu(library: Path, feeds: Mapping[str, np.ndarray], inputs: Sequence[str],
+                outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    del inputs, outputs  # the module's signature names them
+    return run_tvm(library, feeds)
+
+
+def _run_on_gpu(library: Path, feeds: Mapping[str, np.ndarray], inputs: Sequence[str],
+                outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    import tvm
+
+    if not (tvm.runtime.enabled("cuda") and tvm.cuda(0).exist):
+        raise LowbitError("this library is built for CUDA and needs an NVIDIA GPU; this "
+                          "machine has none that TVM can use", file=str(library))
+    return _run_on_cpu(library, feeds, inputs, outputs)
+
+
+def _run_on_arm(library: Path, feeds: Mapping[str, np.ndarray], inputs: Sequence[str],
+                outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    if platform.machine().lower() in ARM_MACHINES:
+        return _run_on_cpu(library, feeds, inputs, outputs)
+    from lowbit.runtime.aarch64.qemu import run_aarch64
+
+    results = run_aarch64(library, [feeds[name] for name in inputs])
+    if len(results) != len(outputs):
+        raise LowbitError(f"the aarch64 library returned {len(results)} outputs, the program "
+                          f"has {len(outputs)}", file=str(library))
+    return dict(zip(outputs, results, strict=True))
+
+
+PLATFORMS: dict[str, LibraryRun] = {"llvm": _run_on_cpu, "cuda": _run_on_gpu,
+                                    "aarch64": _run_on_arm}
+
+
+def run_library(library: str | os.PathLike[str], target: str, feeds: Mapping[str, np.ndarray],
+                inputs: Sequence[str], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    """Outputs keyed by name of the ``target`` library file run here on ``feeds`` (already
+    checked against the program's inputs; ``inputs`` and ``outputs`` are its names in order)."""
+    path = Path(library)
+    if not path.is_file():
+        raise LowbitError("no such TVM library", file=str(path))
+    if target not in PLATFORMS:
+        raise LowbitError(f"unknown TVM target {target!r}; expected one of {sorted(PLATFORMS)}",
+                          file=str(path))
+    return PLATFORMS[target](path, feeds, inputs, outputs)
+
+
+__all__ = ["PLATFORMS", "TvmProgram", "device_of", "load_tvm", "run_library", "run_tvm"]

@@ -18,7 +18,9 @@ from lowbit.runtime import run_graph
 RNG = np.random.default_rng(3)
 INTEGER_OPS = {"quantize", "dequantize", "int_linear", "int_conv", "int_matmul", "int_mul",
                "int_sum", "requantize", "int_add", "int_div", "int_softmax", "int_gelu",
-               "int_layernorm", "int_sqrt"}
+               "int_layernorm", "int_sqrt",
+               "int_block_linear",  # tested in test_block_quant
+               "int_log2_matmul"}  # tested in test_reparam_by_hand
 
 
 def run_op(op: str, inputs: list[np.ndarray], attrs: dict, constants: tuple[int, ...] = ()

@@ -3,7 +3,9 @@
 Targets are made from dicts (TVM 0.27 refuses ``"llvm -mcpu=..."`` strings):
 
 - ``llvm``: this host, with the CPU LLVM reports (``Target.from_device``); the default CPU
-  Relax pipeline (legalize, fold constants, fuse, lower). Nothing is scheduled for speed yet.
+  Relax pipeline (legalize, fold constants, fuse, lower), after ``tvm_kernels.int8_gemm``
+  puts int8 x constant-int8 products on a GEMM kernel tensorized for the CPU's dot-product
+  instructions (VNNI, AVX2, aarch64 sdot); the other kernels are not scheduled.
 - ``cuda``: ``sm_90`` with an LLVM host. The CUDA default pipeline minus dlight's
   ``gpu.Matmul`` rule, which fails on integer matmuls with requantization epilogues (block
   inlining errors, tensor-core fragment errors at 256^3); GEMV, Reduction, GeneralReduction
@@ -25,6 +27,7 @@ import tvm
 from tvm import relax
 
 from lowbit.compiler.codegen.tvm_emit import to_relax
+from lowbit.compiler.codegen.tvm_kernels import int8_gemm
 from lowbit.compiler.errors import LowbitError
 from lowbit.compiler.ir import Graph
 
@@ -60,7 +63,8 @@ def _aarch64_target() -> tvm.target.Target:
 
 
 def _cpu_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
-    return relax.get_default_pipeline(target)
+    # int8 products onto the target's tensorized GEMM kernel first (tvm_kernels), then TVM's.
+    return tvm.transform.Sequential([int8_gemm(target), relax.get_default_pipeline(target)])
 
 
 def _cuda_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
@@ -117,6 +121,16 @@ def build(graph: Graph, target: str = "llvm") -> TvmExecutable:
     return TvmExecutable(executable, target)
 
 
+def require_linker(target: str) -> TargetSpec:
+    """The target's row, once its cross compiler (if it needs one) is known to be on PATH."""
+    spec = target_spec(target)
+    if spec.cross_compiler is not None and shutil.which(spec.cross_compiler) is None:
+        raise LowbitError(f"exporting for {target} needs the cross compiler "
+                          f"{spec.cross_compiler}, which is not on PATH (Debian: apt-get install "
+                          "gcc-aarch64-linux-gnu)")
+    return spec
+
+
 def export_library(executable: TvmExecutable, path: str | os.PathLike[str],
                    target: str | None = None) -> Path:
     """Write the built program as a shared library loadable by ``tvm.runtime.load_module``
@@ -124,16 +138,12 @@ def export_library(executable: TvmExecutable, path: str | os.PathLike[str],
 
     ``target`` defaults to the one the executable was built for; a cross-compiled target is
     linked with its cross compiler, which must be installed."""
-    spec = target_spec(target or executable.target)
+    spec = require_linker(target or executable.target)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if spec.cross_compiler is None:
         executable.module.export_library(str(path))
         return path
-    if shutil.which(spec.cross_compiler) is None:
-        raise LowbitError(f"exporting for {target or executable.target} needs the cross "
-                          f"compiler {spec.cross_compiler}, which is not on PATH (Debian: "
-                          "apt-get install gcc-aarch64-linux-gnu)", file=str(path))
     from tvm.support import cc
 
     try:
@@ -158,4 +168,4 @@ def device_source(executable: TvmExecutable, kind: str = "cuda") -> str:
 
 
 __all__ = ["AARCH64_CC", "TARGETS", "TargetSpec", "TvmExecutable", "build", "device_source",
-           "export_library", "target_spec"]
+           "export_library", "require_linker", "target_spec"]

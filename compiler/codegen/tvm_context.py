@@ -68,6 +68,10 @@ class Emitter:
         self.batch = batch
         self.values: dict[str, relax.Expr] = {}
         self._consts: dict[tuple[str, tuple[int, ...], bytes], relax.Expr] = {}
+        self.hint = ""
+        """The lowbit node being emitted: the name of bindings made without a hint."""
+        self.origins: dict[str, str] = {}
+        """The node (``hint``) that made each binding, by variable name."""
 
     # -- values -------------------------------------------------------------------------------
     def operand(self, name: str) -> Operand:
@@ -88,7 +92,9 @@ class Emitter:
         return self._consts[key]
 
     def emit(self, expr: relax.Expr, hint: str = "") -> relax.Var:
-        return self.bb.emit(expr, name_hint=hint)
+        var = self.bb.emit(expr, name_hint=hint or self.hint)
+        self.origins[var.name] = self.hint
+        return var
 
     def arg(self, value: Arg, like: relax.Expr | str) -> relax.Expr:
         """``value`` as an expression; a number becomes a constant in ``like``'s dtype."""

@@ -27,16 +27,20 @@ import tvm.sym
 from tvm import relax
 
 from lowbit.compiler.codegen.tvm_context import Emitter, batch_var, dtype_of, tensor_type
+from lowbit.compiler.codegen.tvm_block_rules import BLOCK_EMITTERS
 from lowbit.compiler.codegen.tvm_data_rules import DATA_EMITTERS
 from lowbit.compiler.codegen.tvm_int_rules import INT_EMITTERS, TvmEmitter
+from lowbit.compiler.codegen.tvm_log2_rules import LOG2_EMITTERS
 from lowbit.compiler.dims import Sym, dim_to_json
 from lowbit.compiler.errors import LowbitError
 from lowbit.compiler.ir import Graph, Node
 from lowbit.compiler.ops import OP_TABLE
 from lowbit.compiler.types import TensorType
 
-TVM_EMITTERS: dict[str, TvmEmitter] = {**DATA_EMITTERS, **INT_EMITTERS}
-if len(TVM_EMITTERS) != len(DATA_EMITTERS) + len(INT_EMITTERS):
+TVM_EMITTERS: dict[str, TvmEmitter] = {**DATA_EMITTERS, **INT_EMITTERS, **BLOCK_EMITTERS,
+                                       **LOG2_EMITTERS}
+if len(TVM_EMITTERS) != (len(DATA_EMITTERS) + len(INT_EMITTERS) + len(BLOCK_EMITTERS)
+                         + len(LOG2_EMITTERS)):
     raise RuntimeError("an op has TVM emitters in two tables")
 
 ENTRY = "main"
@@ -48,6 +52,12 @@ def to_relax(graph: Graph, device: str = "cpu") -> tvm.IRModule:
 
     ``device`` ("cpu" or "cuda") is recorded in the signature for runtimes that load the
     module from a file."""
+    return to_relax_traced(graph, device)[0]
+
+
+def to_relax_traced(graph: Graph, device: str = "cpu") -> tuple[tvm.IRModule, dict[str, str]]:
+    """``to_relax``, and the lowbit node that made each binding of ``main`` (variable name to
+    node name), which the NPU partitioner uses to trace pattern matches back to nodes."""
     graph.verify()
     batch = batch_var()
     _check_batch_is_bound(graph)
@@ -66,7 +76,7 @@ def to_relax(graph: Graph, device: str = "cpu") -> tvm.IRModule:
     with builder.function(SIGNATURE, []):
         text = json.dumps(signature(graph, device)).encode()
         builder.emit_func_output(relax.const(np.frombuffer(text, np.uint8), "uint8"))
-    return builder.get()
+    return builder.get(), em.origins
 
 
 def signature(graph: Graph, device: str) -> dict[str, Any]:
@@ -86,6 +96,7 @@ def _emit_node(em: Emitter, node: Node) -> None:
     spec = OP_TABLE[node.op]
     operands = [em.operand(v) if v else None for v in node.inputs]
     operands += [None] * (len(spec.inputs) - len(operands))
+    em.hint = node.name  # the node's bindings are named after it and traced to it
     try:
         results = emit(em, *operands, **spec.with_defaults(node.attrs))
     except (ValueError, TypeError, RuntimeError) as err:
@@ -120,4 +131,4 @@ def _check_batch_is_bound(graph: Graph) -> None:
                           f"the inputs only have {sorted(set(map(str, dims)))}")
 
 
-__all__ = ["ENTRY", "SIGNATURE", "TVM_EMITTERS", "signature", "to_relax"]
+__all__ = ["ENTRY", "SIGNATURE", "TVM_EMITTERS", "signature", "to_relax", "to_relax_traced"]

@@ -6,7 +6,8 @@ dtype. Only default-domain ops of opset ``OPSET`` are used, no custom op.
 
 ``ONNX_EXPORT_RULES[op](em, *operands, **attrs)`` emits one lowbit node (see ``onnx_emit``);
 integer ops are in ``onnx_int_rules``, data movement and the float-table ops lowered programs
-use on integer tensors in ``onnx_data_rules``. An op with no rule is a ``LowbitError`` naming
+use on integer tensors in ``onnx_data_rules``, the float ops of captured graphs in
+``onnx_float_rules`` (float graphs match to float tolerance, integer programs bit for bit). An op with no rule is a ``LowbitError`` naming
 the node and op; so is a rule's refusal (a ``ValueError``, e.g. a dtype ONNX lacks).
 
 Names: graph inputs, constants (initializers) and every node output keep their lowbit names,
@@ -25,9 +26,12 @@ from onnx import helper
 
 from lowbit.compiler.dims import Sym
 from lowbit.compiler.errors import LowbitError
+from lowbit.compiler.exporters.onnx_block_rules import BLOCK_RULES
 from lowbit.compiler.exporters.onnx_data_rules import DATA_RULES
 from lowbit.compiler.exporters.onnx_emit import Emitter, ExportRule, onnx_elem_type
+from lowbit.compiler.exporters.onnx_float_rules import FLOAT_RULES
 from lowbit.compiler.exporters.onnx_int_rules import INT_RULES
+from lowbit.compiler.exporters.onnx_log2_rules import LOG2_RULES
 from lowbit.compiler.fileio import write_atomically
 from lowbit.compiler.ir import Graph, Node
 from lowbit.compiler.ops import OP_TABLE
@@ -35,8 +39,11 @@ from lowbit.compiler.types import TensorType
 
 OPSET = 17
 
-ONNX_EXPORT_RULES: dict[str, ExportRule] = {**DATA_RULES, **INT_RULES}
-if len(ONNX_EXPORT_RULES) != len(DATA_RULES) + len(INT_RULES):
+RULE_TABLES: tuple[dict[str, ExportRule], ...] = (DATA_RULES, INT_RULES, BLOCK_RULES,
+                                                  FLOAT_RULES, LOG2_RULES)
+ONNX_EXPORT_RULES: dict[str, ExportRule] = {op: rule for table in RULE_TABLES
+                                            for op, rule in table.items()}
+if len(ONNX_EXPORT_RULES) != sum(len(table) for table in RULE_TABLES):
     raise RuntimeError("an op has export rules in two tables")
 
 

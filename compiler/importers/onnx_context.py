@@ -41,6 +41,21 @@ ONNX_DTYPES: dict[int, str] = {
 }
 
 
+MAX_KNOWN_ELEMENTS = 2**27
+"""Largest value the importer computes itself (512 MiB of float32): a hostile shape such as
+``ConstantOfShape([2^20, 2^20, 2^10])`` is refused before anything is allocated."""
+
+
+def check_known_size(shape: Sequence[Any], what: str) -> None:
+    """ValueError when a value of ``shape``, computed at import time, would be too large."""
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    if count > MAX_KNOWN_ELEMENTS:
+        raise ValueError(f"{what} of shape {list(shape)} has {count:,} elements, more than the "
+                         f"{MAX_KNOWN_ELEMENTS:,} lowbit computes at import time")
+
+
 def onnx_dtype(elem_type: int) -> str:
     """The lowbit dtype of an ONNX element type; ValueError for those lowbit lacks."""
     if elem_type not in ONNX_DTYPES:
@@ -207,6 +222,7 @@ class NodeContext:
         if present and all(v.known for v in present) and not _mentions_sym(attrs):
             full = spec.with_defaults(attrs)
             (out_type,) = spec.infer_types([v.type if v else None for v in inputs], full)
+            check_known_size(out_type.shape, f"folded {op}")
             arrays = [v.array if v else None for v in inputs]
 
             def run() -> Any:
@@ -243,4 +259,5 @@ def _mentions_sym(value: Any) -> bool:
     return False
 
 
-__all__ = ["ImportState", "NodeContext", "ONNX_DTYPES", "Value", "known_value", "onnx_dtype"]
+__all__ = ["MAX_KNOWN_ELEMENTS", "ImportState", "NodeContext", "ONNX_DTYPES", "Value",
+           "check_known_size", "known_value", "onnx_dtype"]

@@ -14,6 +14,10 @@ sanitized to ``[A-Za-z0-9_.]`` as the builder does; where that changed a name th
 becomes the batch ``N``; all inputs share it.
 
 Errors are ``LowbitError``s naming the file and, for a node, the ONNX node name and op type.
+Files are untrusted: names must be text, external data must have been read by ``onnx.load``
+(which confines it to the model's folder), and no value, computed here or later, may exceed
+``MAX_KNOWN_ELEMENTS`` per batch item; whatever is malformed ends in a ``LowbitError``
+(``tests/test_fuzz_onnx_import.py`` fuzzes this).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from lowbit.compiler.importers.onnx_context import (
     ImportState,
     NodeContext,
     Value,
+    check_known_size,
     known_value,
     onnx_dtype,
 )
@@ -74,7 +79,11 @@ def import_onnx_model(model: onnx.ModelProto, source: str = "<model>") -> Graph:
     """Convert an in-memory ONNX model; ``source`` names it in errors and metadata."""
     opset = _check_model(model, source)
     if len(model.functions):
-        model = onnx.inliner.inline_local_functions(model)
+        try:
+            model = onnx.inliner.inline_local_functions(model)
+        except Exception as err:  # noqa: BLE001  (the C++ inliner raises bare exceptions)
+            raise LowbitError(f"cannot inline local functions: {_first_line(err)}",
+                              file=source) from None
     graph = model.graph
     metadata = {"source": "onnx", "path": source, "opset": opset,
                 "producer": f"{model.producer_name} {model.producer_version}".strip()}
@@ -82,13 +91,14 @@ def import_onnx_model(model: onnx.ModelProto, source: str = "<model>") -> Graph:
     consumed = {name for node in graph.node for name in node.input if name}
     consumed |= {output.name for output in graph.output}
     state = ImportState(builder, source, opset, model.ir_version, consumed,
-                        _checker_context(model))
+                        _checker_context(model, source))
     renamed_inputs = _add_initializers_and_inputs(state, graph)
     producers: dict[str, int] = {}
     for index, node in enumerate(graph.node):
         _convert_node(state, node, index, producers)
     outputs, renamed_outputs = _bind_outputs(state, graph, producers)
     _remove_dead_code(builder.graph, outputs)
+    _check_value_sizes(builder.graph, source)
     names = {**renamed_inputs, **renamed_outputs}
     if names:
         builder.graph.metadata["onnx_names"] = names
@@ -105,11 +115,39 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def _checker_context(model: onnx.ModelProto) -> Any:
+def _checker_context(model: onnx.ModelProto, source: str) -> Any:
     context = onnx.checker.C.CheckerContext()
-    context.ir_version = model.ir_version
-    context.opset_imports = {o.domain: o.version for o in model.opset_import}
+    try:
+        context.ir_version = model.ir_version
+        context.opset_imports = {o.domain: o.version for o in model.opset_import}
+    except (TypeError, OverflowError) as err:  # a version past the C++ integer range
+        raise LowbitError(f"invalid IR or opset version: {_first_line(err)}",
+                          file=source) from None
     return context
+
+
+def _check_no_external_data(model: onnx.ModelProto, source: str) -> None:
+    """Tensors still marked external were not loaded by ``onnx.load`` (which confines them to
+    the model's folder); reading them later would resolve against the working directory."""
+    nodes = [*model.graph.node, *(n for f in model.functions for n in f.node)]
+    tensors = [*model.graph.initializer, *(a.t for n in nodes for a in n.attribute),
+               *(t for n in nodes for a in n.attribute for t in a.tensors)]
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+        raise LowbitError("the model refers to external data that was not loaded with it "
+                          "(import the .onnx file by its path)", file=source)
+
+
+def _check_names(model: onnx.ModelProto, source: str) -> None:
+    """Every name is text: protobuf hands invalid UTF-8 in an ONNX (proto2) string back as
+    bytes."""
+    graph = model.graph
+    names = [graph.name, *(v.name for v in (*graph.input, *graph.output, *graph.value_info)),
+             *(t.name for t in graph.initializer), *(o.domain for o in model.opset_import)]
+    for node in graph.node:
+        names += [node.name, node.op_type, node.domain, *node.input, *node.output,
+                  *(a.name for a in node.attribute)]
+    if not all(isinstance(name, str) for name in names):
+        raise LowbitError("corrupt ONNX file: a name is not valid UTF-8 text", file=source)
 
 
 def _check_model(model: onnx.ModelProto, source: str) -> int:
@@ -126,6 +164,8 @@ def _check_model(model: onnx.ModelProto, source: str) -> int:
                           file=source)
     if len(model.graph.sparse_initializer):
         raise LowbitError("sparse initializers are not supported", file=source)
+    _check_names(model, source)
+    _check_no_external_data(model, source)
     return opset
 
 
@@ -149,6 +189,8 @@ def _input_type(value_info: onnx.ValueInfoProto, source: str,
     shape: list[Any] = []
     for axis, dim in enumerate(tensor.shape.dim):
         if dim.HasField("dim_value"):
+            if dim.dim_value < 0:
+                raise fail(f"dimension {axis} is negative ({dim.dim_value})")
             shape.append(int(dim.dim_value))
             continue
         label = dim.dim_param or "?"
@@ -160,12 +202,18 @@ def _input_type(value_info: onnx.ValueInfoProto, source: str,
             raise fail(f"the inputs name different batch dimensions {sorted(batch_names)}; "
                        "lowbit has a single symbolic batch size")
         shape.append(Sym(1))
+    try:
+        check_known_size([d.coeff if isinstance(d, Sym) else d for d in shape], "the input")
+    except ValueError as err:
+        raise fail(f"{err} per batch item") from None
     return TensorType(dtype, tuple(shape))
 
 
 def _add_initializers_and_inputs(state: ImportState, graph: onnx.GraphProto) -> dict[str, str]:
     """Initializers become known values; the other graph inputs become lowbit inputs."""
     for tensor in graph.initializer:
+        if tensor.name in state.env:
+            raise LowbitError(f"initializer {tensor.name!r} is defined twice", file=state.file)
         try:
             dtype = onnx_dtype(tensor.data_type)
             array = numpy_helper.to_array(tensor)
@@ -175,7 +223,11 @@ def _add_initializers_and_inputs(state: ImportState, graph: onnx.GraphProto) -> 
         state.env[tensor.name] = known_value(array, tensor.name, dtype)
     renamed: dict[str, str] = {}
     batch_names: set[str] = set()
+    listed: set[str] = set()
     for value_info in graph.input:
+        if value_info.name in listed:
+            raise LowbitError(f"graph input {value_info.name!r} is listed twice", file=state.file)
+        listed.add(value_info.name)
         if value_info.name in state.env:
             continue  # an initializer also listed as an input (old exporters)
         ttype = _input_type(value_info, state.file, batch_names)
@@ -233,7 +285,7 @@ def _convert_node(state: ImportState, node: onnx.NodeProto, index: int,
         # from the builder: it names the lowbit node; name the ONNX node and the file too
         detail = f" (lowbit {err.op} node {err.node})" if err.node else ""
         raise type(err)(f"{err.message}{detail}", **where) from None
-    except (ValueError, ZeroDivisionError, OverflowError) as err:
+    except (ValueError, IndexError, ZeroDivisionError, OverflowError) as err:
         raise LowbitError(f"cannot convert: {_first_line(err)}", **where) from None
     for position, output in enumerate(node.output):
         if not output:
@@ -288,6 +340,17 @@ def _bind_outputs(state: ImportState, graph: onnx.GraphProto, producers: dict[st
             renamed[output.name] = name
         outputs.append(name)
     return outputs, renamed
+
+
+def _check_value_sizes(graph: Graph, source: str) -> None:
+    """No value may exceed ``MAX_KNOWN_ELEMENTS`` per batch item, so that running the graph
+    (``lowbit check``) cannot be made to allocate without bound."""
+    for name, ttype in graph.types.items():
+        try:
+            check_known_size([d.coeff if isinstance(d, Sym) else d for d in ttype.shape],
+                             f"value {name!r}")
+        except ValueError as err:
+            raise LowbitError(f"{err} per batch item", file=source) from None
 
 
 def _remove_dead_code(graph: Graph, outputs: list[str]) -> None:

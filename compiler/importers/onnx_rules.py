@@ -11,6 +11,7 @@ Conventions: attribute tuples hold Python ints; a converter hands each ONNX outp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,7 +20,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from lowbit.compiler.dims import Dim, Sym, broadcast, divide, normalize_axis, product
-from lowbit.compiler.importers.onnx_context import NodeContext, Value, known_value, onnx_dtype
+from lowbit.compiler.importers.onnx_context import (NodeContext, Value, check_known_size,
+                                                    known_value, onnx_dtype)
 from lowbit.compiler.importers.onnx_fold import elementwise, sym_equal, sym_less
 from lowbit.compiler.ops.window import output_spatial
 from lowbit.compiler.types import FLOAT_DTYPES
@@ -269,6 +271,9 @@ def convert_layer_norm(ctx: NodeContext) -> None:
     ctx.reject_used_outputs(1, "Mean/InvStdDev")
     axis = int(ctx.attr("axis", -1))
     normalized = x.shape[normalize_axis(axis, x.rank):]
+    if any(isinstance(d, Sym) for d in normalized):
+        raise ctx.fail(f"normalizing over the batch axis (axis {axis}) is not supported",
+                       unsupported=True)
 
     def full(value: Value | None) -> Value | None:
         """Scale and bias may broadcast in ONNX; lowbit wants the normalized shape."""
@@ -653,6 +658,7 @@ def convert_constant_of_shape(ctx: NodeContext) -> None:
             else np.zeros(1, np.float32))
     dtype = onnx_dtype(tensor.data_type) if tensor is not None else "float32"
     if not any(isinstance(d, Sym) for d in dims):
+        check_known_size(dims, "ConstantOfShape")
         ctx.set_output(0, known_value(np.full(dims, fill[0], fill.dtype), ctx.hint(0, "fill"),
                                       dtype))
         return
@@ -669,6 +675,10 @@ def convert_range(ctx: NodeContext) -> None:
         raise ctx.fail("Range bounds that depend on the batch size are not supported",
                        unsupported=True)
     dtype = ctx.required(0).dtype
+    if values[2].item() == 0:
+        raise ctx.fail("Range delta is 0")
+    count = math.ceil((values[1].item() - values[0].item()) / values[2].item())
+    check_known_size((max(count, 0),), "Range")
     array = np.arange(values[0].item(), values[1].item(), values[2].item()).astype(dtype)
     ctx.set_output(0, known_value(array, ctx.hint(0, "range"), dtype))
 
@@ -734,6 +744,7 @@ def fold_with_onnxruntime(ctx: NodeContext) -> None:
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         session = onnxruntime.InferenceSession(model.SerializeToString(), options,
                                                providers=["CPUExecutionProvider"])

@@ -6,6 +6,7 @@ MODEL argument everywhere.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,13 @@ FILE_LOADERS: dict[str, Callable[[Path], Graph]] = {".onnx": _from_onnx, ".lowbi
 
 
 def capture_bundled(name: str) -> Graph:
+    """The bundled model's captured graph; torch.export runs once per process, each caller
+    gets its own copy."""
+    return _capture_bundled_once(name).copy()
+
+
+@functools.lru_cache(maxsize=None)
+def _capture_bundled_once(name: str) -> Graph:
     from lowbit.compiler.importers.torch_export import capture_module
     from lowbit.models import get_model
 

@@ -51,6 +51,9 @@ class LoweringOptions:
     wide_dtype: str = "int16"
     # SmoothQuant strength for LayerNorm -> linear migration; None keeps per-tensor codes.
     migration_alpha: float | None = 0.8
+    block_size: int | None = None
+    """Linear weights get one scale per block of this many input channels (16, 32 or 64,
+    ``block_lowering``); None keeps one scale per output channel."""
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,7 @@ def lower_graph(graph: Graph, ranges: Mapping[str, tuple[float, float]],
                                                  "bits": options.bits,
                                                  "activation_bits": options.activation_bits,
                                                  "layer_bits": dict(options.layer_bits),
+                                                 "block_size": options.block_size,
                                                  "input_ranges": input_ranges})
     builder.graph.captured.update(graph.captured)
     ctx = LoweringContext(graph, ranges, options, builder, channel_absmax or {})

@@ -16,10 +16,12 @@ import numpy as np
 from lowbit.compiler.errors import LowbitError, UnsupportedOpError
 from lowbit.compiler.ir import Node
 from lowbit.compiler.ops import OP_TABLE
-from lowbit.compiler.ops.integer import gelu_plan
-from lowbit.passes.quantize.lowering import ConsumerCodes, LoweringContext
+from lowbit.compiler.ops.integer import INT_RANGES, gelu_plan
+from lowbit.passes.quantize.lowering import ConsumerCodes, LoweringContext, dyadic_or_zero
 from lowbit.passes.quantize.qparams import (QParams, activation_qparams,
                                             quantize_weight_per_channel, quantize_tensor)
+from lowbit.passes.scale_folding import MIGRATED_KEY
+from lowbit.passes.smooth_quant import smoothing_scales
 
 Rule = Callable[[LoweringContext, Node], None]
 LOWERING_RULES: dict[str, Rule] = {}
@@ -90,6 +92,9 @@ def _weight_codes(ctx: LoweringContext, node: Node, column_scale: np.ndarray | N
 
 @rule("conv", "linear")
 def lower_conv_or_linear(ctx: LoweringContext, node: Node) -> None:
+    from lowbit.passes.quantize.block_lowering import lower_block_linear  # imports this module
+    if node.op == "linear" and ctx.options.block_size and lower_block_linear(ctx, node):
+        return
     special = ctx.per_consumer.get((node.inputs[0], node.name))
     if special is not None:
         x, xq = special.codes, special.qparams
@@ -218,6 +223,8 @@ def lower_mul_or_div(ctx: LoweringContext, node: Node) -> None:
         return
     (a, aq), (b, bq) = ctx.value(node.inputs[0]), ctx.value(node.inputs[1])
     if node.op == "mul":
+        if _code_span(aq) * _code_span(bq) > INT_RANGES["int32"][1] and not bq.exact:
+            b, bq = _narrowed(ctx, node, b, bq)
         acc = ctx.emit("int_mul", [a, b], node.origin,
                        {"a_zero_point": aq.zero_point, "b_zero_point": bq.zero_point},
                        f"{node.name}.acc")
@@ -228,6 +235,24 @@ def lower_mul_or_div(ctx: LoweringContext, node: Node) -> None:
     shift = 16
     quotient = ctx.emit("int_div", [a, b], node.origin, {"shift": shift}, f"{node.name}.div")
     _finish_product(ctx, node, quotient, aq.scale / bq.scale / 2**shift, None)
+
+
+def _code_span(q: QParams) -> int:
+    """The largest ``|code - zero_point|`` of ``q``'s dtype."""
+    low, high = INT_RANGES[q.dtype]
+    return max(high - q.zero_point, q.zero_point - low)
+
+
+def _narrowed(ctx: LoweringContext, node: Node, codes: str, q: QParams) -> tuple[str, QParams]:
+    """``codes`` again in int8: two 16-bit operands of ``int_mul`` can make a product past
+    int32 (65535^2 with one-sided ranges such as sigmoid * sigmoid; found by
+    tests/test_fuzz_compiler.py), 16 x 8 bits cannot."""
+    out = activation_qparams(*ctx.range_of(node.inputs[1]), "int8", q.zero_point == 0)
+    ratio = np.atleast_1d(np.float64(q.scale / out.scale))
+    mult, _ = dyadic_or_zero(ratio)  # the multiplier ctx.requantize uses: subtract the zero point
+    narrow = ctx.requantize(codes, ratio, out, node.origin, f"{node.name}.b8",
+                            offset=-q.zero_point * mult)
+    return narrow, out
 
 
 def _scale_by_constant(ctx: LoweringContext, node: Node, factor: float, operand: int = 0) -> None:
@@ -255,6 +280,9 @@ def lower_clamp(ctx: LoweringContext, node: Node) -> None:
 
 @rule("softmax")
 def lower_softmax(ctx: LoweringContext, node: Node) -> None:
+    from lowbit.passes.quantize.lowering_log2 import lower_log2_attention  # imports this module
+    if lower_log2_attention(ctx, node):  # RepQ-ViT log2 codes and shift-only A @ V
+        return
     codes, qparams = ctx.value(node.inputs[0])
     out = ctx.emit("int_softmax", [codes], node.origin,
                    {"axis": node.attrs.get("axis", -1), "scale": qparams.scale, "out_bits": 8},
@@ -315,13 +343,12 @@ def lower_layer_norm(ctx: LoweringContext, node: Node) -> None:
 def _migration_scales(ctx: LoweringContext, value: str, linears: list[Node]
                       ) -> np.ndarray | None:
     alpha = ctx.options.migration_alpha
-    if alpha is None or not linears or value not in ctx.channel_absmax:
+    if (alpha is None or not linears or value not in ctx.channel_absmax
+            or value in ctx.source.metadata.get(MIGRATED_KEY, ())):  # a float pass did it
         return None
     weight_absmax = np.max([np.abs(ctx.constant(u.inputs[1])).max(axis=0) for u in linears],
                            axis=0)
-    act = np.maximum(ctx.channel_absmax[value].astype(np.float64), 1e-8)
-    weight = np.maximum(weight_absmax.astype(np.float64), 1e-8)
-    return np.clip(act**alpha / weight ** (1.0 - alpha), 1e-4, 1e4)
+    return smoothing_scales(ctx.channel_absmax[value], weight_absmax, alpha)
 
 
 def _affine_requantize(ctx: LoweringContext, node: Node, normalized: str, gamma: np.ndarray,

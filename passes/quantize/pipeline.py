@@ -14,6 +14,7 @@ import numpy as np
 
 from lowbit.compiler.ir import Graph
 from lowbit.passes.manager import PassManager, PassRecord
+from lowbit.passes.quantize.block_quant import BLOCK_SIZES
 from lowbit.passes.quantize.calibrate import Calibration, calibrate
 from lowbit.passes.quantize.lowering import LoweringOptions, lower_graph
 from lowbit.passes.quantize.range_analysis import RangeReport, analyze_ranges
@@ -34,6 +35,8 @@ class CompileOptions:
     calibration_method: str = "minmax"
     symmetric_activations: bool = False
     migration_alpha: float | None = 0.8
+    block_size: int | None = None
+    """Per-block linear weight scales (``BLOCK_SIZES``); None: per output channel."""
     progress: bool = True
 
 
@@ -47,9 +50,34 @@ class CompileResult:
     ranges: RangeReport
 
 
+@dataclass(frozen=True)
+class Family:
+    """A model family, recognized by the ops its graph has and lacks, and its default passes."""
+
+    name: str
+    has: frozenset[str]
+    lacks: frozenset[str]
+    passes: tuple[str, ...]
+
+
+FAMILIES = (
+    # patch embedding + pre-norm blocks: RepQ-ViT's post-LayerNorm reparameterization
+    Family("vision transformer", frozenset({"conv", "layer_norm"}), frozenset(),
+           ("repq-vit-layernorm",)),
+    # post-norm text encoders: the lowering's own LayerNorm migration (same SmoothQuant
+    # formula, no duplicated LayerNorm for the residual branch)
+    Family("text transformer", frozenset({"layer_norm"}), frozenset(), ()),
+    Family("convolutional network", frozenset({"conv"}), frozenset({"layer_norm"}),
+           ("equalize",)),
+)
+"""First match wins; a graph no row matches gets no float pass."""
+
+
 def default_passes(graph: Graph) -> tuple[str, ...]:
     """The float passes a model gets when ``--passes`` is not given (clean-up always runs)."""
-    return ()
+    ops = set(graph.op_histogram())
+    family = next((f for f in FAMILIES if f.has <= ops and not f.lacks & ops), None)
+    return family.passes if family else ()
 
 
 def compile_graph(graph: Graph, calibration_data: Mapping[str, np.ndarray],
@@ -58,15 +86,21 @@ def compile_graph(graph: Graph, calibration_data: Mapping[str, np.ndarray],
     if not widths <= SUPPORTED_BITS:
         raise ValueError(f"bit widths {sorted(widths - SUPPORTED_BITS)} are not supported; "
                          f"choose from {sorted(SUPPORTED_BITS)}")
+    if options.block_size is not None and options.block_size not in BLOCK_SIZES:
+        raise ValueError(f"block size {options.block_size} is not one of {BLOCK_SIZES}")
     chosen = default_passes(graph) if options.passes is None else options.passes
-    passes = make_passes(CLEANUP_PASSES + tuple(chosen), PassInputs(calibration_data))
+    pass_options = {"bits": options.bits, "activation_bits": options.activation_bits,
+                    "alpha": options.migration_alpha, "block_size": options.block_size}
+    passes = make_passes(CLEANUP_PASSES + tuple(chosen), PassInputs(calibration_data,
+                                                                     pass_options))
     float_graph, records = PassManager(passes).run(graph)
     calibration = calibrate(float_graph, calibration_data, method=options.calibration_method,
                             progress=options.progress)
     lowering = LoweringOptions(bits=options.bits, activation_bits=options.activation_bits,
                                layer_bits=dict(options.layer_bits),
                                symmetric_activations=options.symmetric_activations,
-                               migration_alpha=options.migration_alpha)
+                               migration_alpha=options.migration_alpha,
+                               block_size=options.block_size)
     integer_graph, stats = lower_graph(float_graph, calibration.ranges, lowering,
                                        calibration.channel_absmax)
     return CompileResult(float_graph, integer_graph, calibration, records, stats,

@@ -19,6 +19,8 @@ import numpy as np
 
 from lowbit.compiler.ir import Graph, Node
 from lowbit.compiler.ops.integer import INT_RANGES, gelu_plan
+from lowbit.compiler.ops.integer_block import weight_codes
+from lowbit.compiler.ops.integer_log2 import ODD_MULT, ODD_SHIFT, frac_bits
 from lowbit.kernels import apply_gelu
 
 Interval = tuple[int, int]
@@ -45,12 +47,21 @@ class RangeReport:
     intervals: dict[str, Interval]
     unproved: list[str]
     worst_int32_use: float  # largest |bound| / 2^31 over int32 accumulators
+    accumulator_bits: dict[str, int] = field(default_factory=dict)
+    """Per analysed node: the signed bits its worst case needs, of the result or, where
+    larger, of the int64 intermediate (a requantization's product)."""
 
     def summary(self) -> str:
         if self.unproved:
             return f"NOT proved for {len(self.unproved)} node(s): {', '.join(self.unproved)}"
         return (f"no overflow possible for inputs in the calibrated range (largest int32 "
                 f"accumulator uses {self.worst_int32_use:.1%} of its range)")
+
+
+def signed_bits(low: int, high: int) -> int:
+    """The fewest bits of a two's complement integer holding every value in [low, high]."""
+    low, high = int(low), int(high)
+    return max((-low - 1).bit_length() if low < 0 else 0, high.bit_length() if high > 0 else 0) + 1
 
 
 def range_rule(*ops: str) -> Callable[[RangeRule], RangeRule]:
@@ -109,6 +120,25 @@ def weighted(state: RangeState, node: Node) -> Interval:
     return _weighted_sum_bounds(x, state.graph.constants[node.inputs[1]], bias)
 
 
+@range_rule("int_block_linear")
+def block_weighted(state: RangeState, node: Node) -> Interval:
+    """Per (channel, block): the partial's bounds from the actual weights (must fit int32);
+    the int64 accumulator sums ``mult * partial`` bounds over the blocks of each channel."""
+    x = _shifted(state.of(node.inputs[0]), node.attrs.get("x_zero_point", 0))
+    block = node.attrs["block_size"]
+    codes = weight_codes(state.graph.constants[node.inputs[1]], node.attrs.get("weight_bits", 8))
+    mult = state.graph.constants[node.inputs[2]].astype(object)
+    w = codes.astype(object).reshape(codes.shape[0], -1, block)
+    low = np.minimum(np.minimum(w * x[0], w * x[1]), 0).sum(axis=2)
+    high = np.maximum(np.maximum(w * x[0], w * x[1]), 0).sum(axis=2)
+    acc_low = np.minimum(low * mult, high * mult).sum(axis=1)
+    acc_high = np.maximum(low * mult, high * mult).sum(axis=1)
+    partial = max(-int(low.min()), int(high.max()))
+    state.intermediate[node.name] = (max(-int(acc_low.min()), int(acc_high.max()))
+                                     if partial < 2**31 else INT64_SAFE)  # int32 partials
+    return int(acc_low.min()), int(acc_high.max())
+
+
 @range_rule("int_matmul")
 def matmul(state: RangeState, node: Node) -> Interval:
     a = _shifted(state.of(node.inputs[0]), node.attrs.get("a_zero_point", 0))
@@ -116,6 +146,18 @@ def matmul(state: RangeState, node: Node) -> Interval:
     depth = int(state.graph.types[node.inputs[0]].shape[-1])
     low, high = _product(a, b)
     return depth * min(low, 0), depth * max(high, 0)
+
+
+@range_rule("int_log2_matmul")
+def log2_matmul(state: RangeState, node: Node) -> Interval:
+    """Each term is ``u << s`` with ``s <= F``; the odd sum takes ``odd_mult``, the even sum
+    ``2^odd_shift``, whichever is larger bounds both."""
+    low, high = _shifted(state.of(node.inputs[1]), node.attrs.get("v_zero_point", 0))
+    depth = int(state.graph.types[node.inputs[0]].shape[-1])
+    gain = max(node.attrs.get("odd_mult", ODD_MULT),
+               1 << node.attrs.get("odd_shift", ODD_SHIFT))
+    scale = depth * gain << frac_bits(node.attrs["zero_code"])
+    return scale * min(low, 0), scale * max(high, 0)
 
 
 @range_rule("int_mul")
@@ -227,7 +269,7 @@ def analyze_ranges(graph: Graph, input_ranges: Mapping[str, Interval] | None = N
         if dtype in INT_RANGES:
             bounds = (input_ranges or {}).get(name) or declared.get(name) or INT_RANGES[dtype]
             state.intervals[name] = (int(bounds[0]), int(bounds[1]))
-    unproved, worst = [], 0.0
+    unproved, worst, bits = [], 0.0, {}
     for node in graph.nodes:
         if node.op == "dequantize":
             continue
@@ -238,10 +280,12 @@ def analyze_ranges(graph: Graph, input_ranges: Mapping[str, Interval] | None = N
         interval = rule(state, node)
         out_type = graph.types[node.outputs[0]]
         state.intervals[node.outputs[0]] = interval
+        magnitude = state.intermediate.get(node.name, 0)
+        bits[node.name] = max(signed_bits(*interval), signed_bits(-magnitude, magnitude))
         lo, hi = INT_RANGES.get(out_type.dtype, (0, 1))
         if not lo <= interval[0] <= interval[1] <= hi or \
                 state.intermediate.get(node.name, 0) >= INT64_SAFE:
             unproved.append(node.name)
         if out_type.dtype == "int32":
             worst = max(worst, max(abs(interval[0]), abs(interval[1])) / 2**31)
-    return RangeReport(state.intervals, unproved, worst)
+    return RangeReport(state.intervals, unproved, worst, bits)

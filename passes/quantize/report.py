@@ -29,9 +29,10 @@ def render_report(result: CompileResult, source: str, options: Mapping[str, obje
              "samples", "", "## Passes", ""]
     for record in result.pass_records:
         detail = ", ".join(f"{k}: {v if not isinstance(v, list) else len(v)}"
-                           for k, v in record.stats.items())
+                           for k, v in record.stats.items() if k != "markdown")
         lines.append(f"- `{record.name}`: {record.nodes_before} -> {record.nodes_after} nodes "
                      f"({detail})")
+        lines += record.stats.get("markdown", [])  # a pass's own table, e.g. permuted sites
     stats = result.lowering_stats
     lines += ["", "## Integer lowering", "",
               f"- fused activations into requantization: {len(stats.get('fused_activations', []))}",
@@ -40,6 +41,8 @@ def render_report(result: CompileResult, source: str, options: Mapping[str, obje
               f"{len(stats.get('lookup_tables', []))}",
               f"- LayerNorm outputs with migrated per-channel scales (SmoothQuant): "
               f"{len(stats.get('migrated_layer_norms', {}))}",
+              f"- block-quantized linears: {len(stats.get('block_linears', []))}; kept per "
+              f"channel: {stats.get('block_declined', {})}",
               "- float ops inside the program: none (checked; only the boundary quantize / "
               "dequantize touch floats)",
               f"- overflow: {result.ranges.summary()}", "",

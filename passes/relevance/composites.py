@@ -125,6 +125,11 @@ COMPOSITES: dict[str, Composite] = {c.name: c for c in (
 )}
 
 
+def default_rule(graph: Graph) -> str:
+    """AttnLRP for attention models, epsilon / z+ / flat for the rest."""
+    return "attnlrp" if any(node.op == "softmax" for node in graph.nodes) else "epsilon-plus-flat"
+
+
 def composite_named(name: str) -> Composite:
     try:
         return COMPOSITES[name]

@@ -55,11 +55,20 @@ def _colour(value: float, limit: float) -> str:
     return f"rgba({rgb}, {strength:.3f})"
 
 
-def _tokens_line(tokens: Sequence[str], relevance: np.ndarray) -> str:
+def tokens_line(tokens: Sequence[str], relevance: np.ndarray) -> str:
     limit = _limit(relevance)
     return "".join(f'<span class="t" style="background:{_colour(r, limit)}" '
                    f'title="{r:.4g}">{html.escape(t)}</span>'
                    for t, r in zip(tokens, relevance))
+
+
+def token_names(bundled_model: str | None, ids: np.ndarray) -> list[list[str]]:
+    """Readable tokens of id rows: MiniLM's WordPiece vocabulary, else ``#id``."""
+    if bundled_model == "minilm":
+        from lowbit.models.minilm import _tokenizer
+
+        return [_tokenizer().convert_ids_to_tokens(row.tolist()) for row in ids]
+    return [[f"#{i}" for i in row] for row in ids.tolist()]
 
 
 def tokens_html(title: str, tokens: Sequence[Sequence[str]], relevance: Sequence[np.ndarray],
@@ -69,10 +78,10 @@ def tokens_html(title: str, tokens: Sequence[Sequence[str]], relevance: Sequence
     blocks = []
     for n, caption in enumerate(captions):
         lines = [f"<h2>{html.escape(caption)}</h2>",
-                 f"<div class='line'>{_tokens_line(tokens[n], relevance[n])}</div>"]
+                 f"<div class='line'>{tokens_line(tokens[n], relevance[n])}</div>"]
         if positional is not None:
             lines += ["<h3>token + positional relevance (PA-LRP)</h3>",
-                      f"<div class='line'>{_tokens_line(tokens[n], relevance[n] + positional[n])}"
+                      f"<div class='line'>{tokens_line(tokens[n], relevance[n] + positional[n])}"
                       "</div>"]
         blocks.append("\n".join(lines))
     return ("<!doctype html>\n<html><head><meta charset='utf-8'>"

@@ -41,7 +41,7 @@ _IDENTITY_OPS = ("relu", "clip", "gelu", "silu", "sigmoid", "tanh", "erf", "exp"
                  "neg", "abs", "reciprocal", "cast")
 _INTEGER_OPS = ("quantize", "dequantize", "requantize", "int_linear", "int_conv", "int_matmul",
                 "int_mul", "int_sum", "int_add", "int_div", "int_softmax", "int_gelu",
-                "int_layernorm", "int_sqrt")
+                "int_layernorm", "int_sqrt", "int_log2_matmul", "int_block_linear")
 
 RELEVANCE_TABLE: dict[str, RelevanceRow] = {
     **{op: RelevanceRow(Identity()) for op in _IDENTITY_OPS},

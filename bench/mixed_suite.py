@@ -1,0 +1,144 @@
+"""The ``mixed`` suite: HAWQ-V3 mixed INT4/INT8 weights at 60% of the INT8 weight size against
+uniform INT8, uniform INT4 and random assignments of the same budget (issue 7's targets).
+
+Every contender is W{4,8}A8: activations stay 8-bit, only the conv/linear weight widths differ,
+so size is the weight bits alone. The ILP sees Hessian sensitivities from the calibration
+samples and nothing of the test split; every row is then scored by the model's own ``evaluate``
+over the whole test split. Random: an assignment drawn uniformly among those within the same
+size budget (``search.random_assignment``), median test accuracy over ``RANDOM_SEEDS`` draws.
+A model without labels (MiniLM) is skipped with a note: its sensitivity is not cross-entropy.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lowbit.bench.suites import suite
+from lowbit.compiler.importers.sources import capture_bundled
+from lowbit.compiler.ir import Graph
+from lowbit.models import BundledModel, get_model
+from lowbit.models.bundled import ArrayDict
+from lowbit.models.digits_data import digits_split
+from lowbit.passes.mixed_precision.costs import budget_limit, static_costs
+from lowbit.passes.mixed_precision.data import calibration_slice
+from lowbit.passes.mixed_precision.ilp import solve_assignment
+from lowbit.passes.mixed_precision.layers import QuantLayer, lowered_weights, quantizable_layers
+from lowbit.passes.mixed_precision.plan import sensitivity_matrix
+from lowbit.passes.mixed_precision.search import random_assignment
+from lowbit.passes.mixed_precision.sensitivity import BITS, LayerSensitivity, layer_sensitivities
+from lowbit.passes.quantize.pipeline import CompileOptions, compile_graph
+from lowbit.runtime import run_graph
+
+SIZE_FRACTION = 0.6
+MAX_DROP_VS_INT8 = 1.0
+RANDOM_SEEDS = (0, 1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    assignment: tuple[int, ...]
+    size: float
+    accuracy: float
+    nll: float
+    """Mean cross-entropy of the program's logits on the test split (finer than top-1)."""
+
+
+def _row(name: str, model: BundledModel, graph: Graph, calib: ArrayDict,
+         layers: Sequence[QuantLayer], assignment: tuple[int, ...], full: float) -> Row:
+    options = CompileOptions(layer_bits={layer.name: bits for layer, bits
+                                         in zip(layers, assignment, strict=True)},
+                             progress=False)
+    program = compile_graph(graph, calib, options).integer_graph
+    batches: list[np.ndarray] = []
+
+    def predict(feeds: ArrayDict) -> ArrayDict:
+        outputs = run_graph(program, feeds)
+        batches.append(outputs[program.outputs[0]])
+        return outputs
+
+    accuracy = 100.0 * model.evaluate(predict)["accuracy"]
+    logits = torch.from_numpy(np.concatenate(batches).astype(np.float64))
+    nll = float(torch.nn.functional.cross_entropy(
+        logits, torch.from_numpy(digits_split().test_labels)))
+    size = sum(bits * layer.params for bits, layer in zip(assignment, layers)) / full
+    print(f"mixed {model.name}: {name}: {accuracy:.2f}%, NLL {nll:.4f}", file=sys.stderr)
+    return Row(name, assignment, size, accuracy, nll)
+
+
+def _verdict(ok: bool) -> str:
+    return "**PASS**" if ok else "**FAIL**"
+
+
+def bench_mixed(name: str, calib: ArrayDict) -> str:
+    model = get_model(name)
+    samples = len(next(iter(calib.values())))
+    data = calibration_slice(model, 0, samples)
+    if data.labels is None:
+        return f"### {name}\n\nSkipped: no labels, so no cross-entropy Hessian.\n"
+    start = time.perf_counter()
+    graph = capture_bundled(name)
+    layers = quantizable_layers(graph)
+    inputs = [torch.from_numpy(np.ascontiguousarray(data.feeds[n])) for n in model.input_names]
+    float_graph = compile_graph(graph, calib, CompileOptions(progress=False)).float_graph
+    sens = layer_sensitivities(model.load(), layers, inputs, torch.from_numpy(data.labels),
+                               lowered=lowered_weights(float_graph, layers))
+    size = static_costs(layers, "size", BITS)
+    limit = budget_limit(size, BITS, SIZE_FRACTION)
+    full = budget_limit(size, BITS, 1.0)
+    mixed = solve_assignment(sensitivity_matrix(sens), size, limit, BITS)
+    rows = [_row(label, model, graph, calib, layers, assignment, full)
+            for label, assignment in (("uniform INT8 (W8A8)", (8,) * len(layers)),
+                                      ("uniform INT4 (W4A8)", (4,) * len(layers)),
+                                      (f"mixed, ILP at size={SIZE_FRACTION}", mixed))]
+    randoms = [_row(f"random seed {seed}", model, graph, calib, layers,
+                    random_assignment(size, BITS, limit, np.random.default_rng(seed)), full)
+               for seed in RANDOM_SEEDS]
+    return _render(name, model, layers, sens, rows, randoms, samples,
+                   time.perf_counter() - start)
+
+
+def _render(name: str, model: BundledModel, layers: Sequence[QuantLayer],
+            sens: Sequence[LayerSensitivity],
+            rows: Sequence[Row], randoms: Sequence[Row], samples: int, seconds: float) -> str:
+    int8, int4, mixed = rows
+    median = float(np.median([r.accuracy for r in randoms]))
+    lines = [f"### {name}", "", f"{model.description}. Hessian traces and calibration: "
+             f"{samples} calibration samples; accuracy: the whole test split. "
+             f"{seconds:.0f} s.", "",
+             "| layer | params | Tr(H)/n | ± | Ω4 | Ω8 | mixed bits |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for layer, s, bits in zip(layers, sens, mixed.assignment, strict=True):
+        lines.append(f"| `{layer.name}` ({layer.weight}) | {layer.params} | "
+                     f"{s.trace.mean / s.params:.3e} | {s.trace.stderr / s.params:.1e} | "
+                     f"{s.omega(4):.3e} | {s.omega(8):.3e} | {bits} |")
+    lines += ["", "| assignment | size (of INT8) | INT8 layers | test top-1 | test NLL |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for row in [*rows, *randoms]:
+        lines.append(f"| {row.name} | {row.size:.3f} | {row.assignment.count(8)} of "
+                     f"{len(row.assignment)} | {row.accuracy:.2f}% | {row.nll:.4f} |")
+    median_nll = float(np.median([r.nll for r in randoms]))
+    lines.append(f"| random, median of {len(randoms)} | | | {median:.2f}% | {median_nll:.4f} |")
+    drop = int8.accuracy - mixed.accuracy
+    lines += ["", "Targets:",
+              f"- {_verdict(mixed.size <= SIZE_FRACTION + 1e-9)} mixed size at most "
+              f"{SIZE_FRACTION} of INT8: {mixed.size:.3f}",
+              f"- {_verdict(drop <= MAX_DROP_VS_INT8 + 1e-9)} mixed loses at most "
+              f"{MAX_DROP_VS_INT8} point against INT8: {mixed.accuracy:.2f}% vs "
+              f"{int8.accuracy:.2f}% ({-drop:+.2f} pt)",
+              f"- {_verdict(mixed.accuracy > int4.accuracy)} mixed beats uniform INT4: "
+              f"{mixed.accuracy:.2f}% vs {int4.accuracy:.2f}%",
+              f"- {_verdict(mixed.accuracy > median)} mixed beats random assignments of the same "
+              f"budget (median of {len(randoms)}): {mixed.accuracy:.2f}% vs {median:.2f}%"]
+    return "\n".join(lines) + "\n"
+
+
+@suite("mixed", "HAWQ-V3 mixed INT4/INT8 at 60% of the INT8 size against INT8, INT4 and random")
+def mixed_suite(names: Sequence[str], calib: Mapping[str, ArrayDict]) -> str:
+    return "\n".join(bench_mixed(name, calib[name]) for name in names)

@@ -1,0 +1,267 @@
+"""Int8 GEMM micro-kernels for TVM CPU targets: a Relax rewrite onto a tensorized PrimFunc.
+
+Invariant: the rewritten module computes the same int32 values as the ``relax.matmul`` it
+replaces, for every input; the kernel never wraps or saturates (the bounds are checked below).
+
+``Int8Gemm(target)`` finds, in every Relax function, the product ``tvm_int_rules`` writes for an
+int8/uint8 activation times a constant int8 weight with an int32 accumulator:
+``matmul(astype(x, int32) [- zp], W)``, with ``W`` a ``[K, N]`` constant. It replaces it with
+one call of a PrimFunc over a packed weight ``[N/16, K/4, 16, 4]`` (zero-padded to 16 columns):
+
+    out[m, n] = sum_k u[m, k] * w[n, k]  +  colterm[n],   colterm[n] = -c * sum_k w[n, k]
+
+where ``u = x + shift`` is the activation as an unsigned byte (``x + 128`` for int8, ``x`` for
+uint8) and ``c = zp + shift``, so that ``u - c = x - zp`` exactly. Partial sums stay below
+``K * 255 * 128`` in magnitude; the rewrite declines when that or ``colterm`` could leave int32.
+
+The PrimFunc is scheduled for the target by the first ``KERNEL_ROWS`` row whose CPU features it
+has: a 4 x 64 register tile (4 rows, 4 packed column blocks) over the full depth, the 16x4 step
+tensorized with the row's intrinsic (``tvm_kernel_intrins``), the column-term epilogue fused
+into the tile, and the tiles spread over the CPU's threads. The generic row (any CPU) keeps the
+same tiling with LLVM vectorizing the 16 columns. Rows of ``M`` are padded to the tile by
+re-reading the last row; the epilogue writes only real rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax, te, tirx
+from tvm.relax.dpl import DFPattern, is_const, is_op, rewrite_call, wildcard
+from tvm.s_tir import Schedule
+from tvm.target import codegen
+
+from lowbit.compiler.codegen.tvm_kernel_intrins import DEPTH, LANES, SHIFTS, intrinsic
+from lowbit.compiler.codegen.tvm_kernels_batched import rewrite_batched
+
+TILE_ROWS = 4
+"""Rows of the register tile (the activation rows one weight load serves)."""
+TILE_BLOCKS = (4, 2, 1)
+"""Packed 16-column blocks per tile, widest first; the first that divides the columns wins."""
+CHAINS = (16, 12, 8, 6, 4, 3, 2, 1)
+"""16x4 steps per tensorized chain, longest first; the first that divides ``K / 4`` wins."""
+INT32_LIMIT = 1 << 31
+KERNEL_ATTR = "lowbit.kernel"
+OPAQUE = 8
+"""TVM's ``kOpaque`` op pattern: FuseOps leaves the scheduled kernel alone."""
+
+
+@dataclass(frozen=True)
+class KernelRow:
+    """One way to run the 16x4 step: the CPU features it needs and its intrinsic ISA."""
+
+    name: str
+    features: tuple[str, ...]
+    """LLVM CPU features the target must have (``codegen.target_has_features``)."""
+    isa: str | None
+    """``tvm_kernel_intrins`` ISA name; None: no tensorization, LLVM vectorizes."""
+
+
+KERNEL_ROWS: tuple[KernelRow, ...] = (
+    KernelRow("avx512-vnni", ("avx512bw", "avx512vnni"), "vnni"),
+    KernelRow("avx2", ("avx2",), "avx2"),
+    KernelRow("aarch64-dotprod", ("neon", "dotprod"), "sdot"),
+    KernelRow("generic", (), None),
+)
+
+
+def kernel_row(target: tvm.target.Target) -> KernelRow:
+    """The first row whose features ``target`` has (the generic row always matches)."""
+    for row in KERNEL_ROWS:
+        if all(codegen.target_has_features(f, target) for f in row.features):
+            return row
+    raise AssertionError("the generic kernel row matches every target")
+
+
+# -- the packed operands ------------------------------------------------------------------------
+def padded_columns(columns: int) -> int:
+    return -(-columns // LANES) * LANES
+
+
+def pack_weights(weight_t: np.ndarray) -> np.ndarray:
+    """``[K, N]`` int8 weights as ``[Np/16, K/4, 16, 4]``, columns zero-padded to ``Np``."""
+    depth, columns = weight_t.shape
+    padded = np.zeros((padded_columns(columns), depth), np.int8)
+    padded[:columns] = weight_t.T
+    tiles = padded.reshape(-1, LANES, depth // DEPTH, DEPTH)
+    return np.ascontiguousarray(tiles.transpose(0, 2, 1, 3))
+
+
+def column_term(weight_t: np.ndarray, offset: int) -> np.ndarray:
+    """``-offset * sum_k w[k, n]`` in int64 (the caller checks that it fits int32)."""
+    return -offset * weight_t.astype(np.int64).sum(axis=0)
+
+
+def fits_int32(depth: int, colterm: np.ndarray) -> bool:
+    """Partial sums of ``u * w`` (|.| <= 255 * 128 each) and the column term stay in int32."""
+    bound = depth * 255 * 128
+    return bound < INT32_LIMIT and int(np.abs(colterm).max(initial=0)) < INT32_LIMIT
+
+
+# -- the PrimFunc -------------------------------------------------------------------------------
+def _i64(value: int) -> tirx.IntImm:
+    return tirx.IntImm("int64", value)
+
+
+def gemm_prim_func(depth: int, columns: int, dtype: str) -> tirx.PrimFunc:
+    """``out[m, n] = sum_k (int32(x[m, k]) + shift) * w[n, k] + colterm[n]`` for a symbolic
+    number of rows ``m``, with ``w`` packed; unscheduled (``schedule_gemm`` schedules it)."""
+    rows = tirx.Var("m", "int64")
+    x = te.placeholder((rows, _i64(depth)), dtype, name="x")
+    packed = te.placeholder((_i64(padded_columns(columns) // LANES), _i64(depth // DEPTH),
+                             _i64(LANES), _i64(DEPTH)), "int8", name="w")
+    colterm = te.placeholder((_i64(columns),), "int32", name="colterm")
+    padded_rows = tirx.floordiv(rows + TILE_ROWS - 1, TILE_ROWS) * TILE_ROWS
+    k = te.reduce_axis((_i64(0), _i64(depth)), name="k")
+    shift = SHIFTS[dtype]
+
+    def product(m: tirx.Expr, n: tirx.Expr) -> tirx.Expr:
+        u = x[tirx.min(m, rows - 1), k].astype("int32") + shift  # padding rows repeat the last
+        w = packed[n // LANES, k // DEPTH, n % LANES, k % DEPTH].astype("int32")
+        return te.sum(u * w, axis=k)
+
+    acc = te.compute((padded_rows, _i64(padded_columns(columns))), product, name="gemm")
+    out = te.compute((rows, _i64(columns)), lambda m, n: acc[m, n] + colterm[n], name="out")
+    return te.create_prim_func([x, packed, colterm, out])
+
+
+def schedule_gemm(func: tirx.PrimFunc, row: KernelRow, dtype: str) -> tirx.PrimFunc:
+    """The row's schedule of a ``gemm_prim_func``: register tile, fused epilogue, threads."""
+    sch = Schedule(func)
+    gemm = sch.get_sblock("gemm")
+    m, n, k = sch.get_loops(gemm)
+    blocks = _tile_blocks(sch, n)
+    steps = _chain_steps(sch, k) if row.isa else 1
+    m_outer, m_inner = sch.split(m, [None, TILE_ROWS])
+    n_outer, n_tile = sch.split(n, [None, blocks * LANES])
+    k_outer, k_inner = sch.split(k, [None, DEPTH * steps])
+    inner = (n_tile, k_inner) if row.isa else (k_inner, n_tile)  # generic: vectorize columns
+    sch.reorder(m_outer, n_outer, k_outer, m_inner, *inner)
+    sch.reverse_compute_at(sch.get_sblock("out"), n_outer)
+    sch.parallel(sch.fuse(m_outer, n_outer))
+    sch.vectorize(sch.get_loops(sch.get_sblock("out"))[-1])
+    if row.isa is None:
+        sch.unroll(k_inner)
+        sch.vectorize(n_tile)
+    init = sch.decompose_reduction(gemm, k_outer)
+    sch.vectorize(sch.get_loops(init)[-1])
+    if row.isa is not None:
+        sch.tensorize(n_tile, intrinsic(row.isa, dtype, steps, blocks))
+    sch.set_scope(init, 0, "local")  # the tile's accumulators: registers, not a workspace
+    sch.unroll(m_inner)
+    return sch.mod["main"].without_attr("global_symbol").with_attr(
+        KERNEL_ATTR, f"int8_gemm/{row.name}").with_attr("op_pattern", OPAQUE)
+
+
+def _chain_steps(sch: Schedule, loop: object) -> int:
+    steps = int(sch.get(loop).extent) // DEPTH
+    return next(c for c in CHAINS if steps % c == 0)
+
+
+def _tile_blocks(sch: Schedule, loop: object) -> int:
+    extent = int(sch.get(loop).extent) // LANES
+    return next(b for b in TILE_BLOCKS if extent % b == 0)
+
+
+# -- the Relax rewrite --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Pattern:
+    """``matmul(astype(x) - zero_point, weight)`` (``shifted``) or ``matmul(astype(x), weight)``,
+    with its named parts. The two forms are two patterns: TVM's matcher memoizes a sub-pattern
+    on its first candidate, so one pattern cannot offer ``astype(x)`` in two alternatives."""
+
+    shifted: bool
+    x: DFPattern = field(default_factory=wildcard)
+    zero_point: DFPattern = field(default_factory=is_const)
+    weight: DFPattern = field(default_factory=is_const)
+
+    def product(self) -> DFPattern:
+        widened = is_op("relax.astype")(self.x).has_dtype("int32")
+        if self.shifted:
+            widened = is_op("relax.subtract")(widened, self.zero_point)
+        return is_op("relax.matmul")(widened, self.weight).has_dtype("int32")
+
+
+class _Rewriter:
+    """Rewrites matched products of one module; one scheduled PrimFunc per (K, N, dtype)."""
+
+    def __init__(self, row: KernelRow, builder: relax.BlockBuilder, pattern: _Pattern,
+                 kernels: dict[tuple[int, int, str], relax.GlobalVar]) -> None:
+        self.row = row
+        self.builder = builder
+        self.pattern = pattern
+        self.kernels = kernels
+
+    def kernel(self, depth: int, columns: int, dtype: str) -> relax.GlobalVar:
+        key = (depth, columns, dtype)
+        if key not in self.kernels:
+            func = schedule_gemm(gemm_prim_func(depth, columns, dtype), self.row, dtype)
+            self.kernels[key] = self.builder.add_func(
+                func, f"lowbit_int8_gemm_{dtype}_{depth}x{columns}")
+        return self.kernels[key]
+
+    def __call__(self, call: relax.Call, matches: dict[DFPattern, relax.Expr]) -> relax.Expr:
+        x, weight = matches[self.pattern.x], matches[self.pattern.weight].value.numpy()
+        zero_point = matches[self.pattern.zero_point].value.numpy() if self.pattern.shifted else 0
+        plan = _plan(str(x.ty.dtype), weight, zero_point)
+        if plan is None:
+            return call
+        dtype, packed, colterm = plan
+        depth, columns = weight.shape
+        shape = list(call.ty.shape.values)
+        rows = _product(shape[:-1])
+        flat = x if len(shape) == 2 else relax.op.reshape(x, [rows, depth])
+        out = relax.call_tir(self.kernel(depth, columns, dtype),
+                             [flat, relax.const(packed, "int8"), relax.const(colterm, "int32")],
+                             relax.TensorType([rows, columns], "int32"))
+        return out if len(shape) == 2 else relax.op.reshape(out, shape)
+
+
+def _plan(dtype: str, weight: np.ndarray, zero_point: np.ndarray | int
+          ) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """(activation dtype, packed weight, int32 column term), or None when the kernel does not
+    apply exactly: other dtypes, a depth not a multiple of 4, a zero point that is not one
+    value (a scalar or a one-element constant), values or bounds out of range."""
+    if dtype not in SHIFTS or weight.ndim != 2 or weight.shape[0] % DEPTH or not weight.size:
+        return None
+    if np.size(zero_point) != 1 or weight.min() < -128 or weight.max() > 127:
+        return None
+    colterm = column_term(weight, int(np.ravel(zero_point)[0]) + SHIFTS[dtype])
+    if not fits_int32(weight.shape[0], colterm):
+        return None
+    return dtype, pack_weights(weight.astype(np.int8)), colterm.astype(np.int32)
+
+
+def _product(dims: list[tirx.Expr]) -> tirx.Expr:
+    total = dims[0]
+    for dim in dims[1:]:
+        total = total * dim
+    return total
+
+
+def int8_gemm(target: tvm.target.Target, row: KernelRow | None = None) -> tvm.transform.Pass:
+    """The module pass replacing int8 x constant-int8 products by the target's kernel (the
+    ``KERNEL_ROWS`` row the target's features select, unless ``row`` is given), and products of
+    two 8-bit activations by the scheduled batched kernel (``tvm_kernels_batched``)."""
+    row = row or kernel_row(target)
+
+    @tvm.transform.module_pass(opt_level=0, name="LowbitInt8Gemm")
+    def rewrite(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        builder = relax.BlockBuilder(mod)
+        kernels: dict[tuple[int, int, str], relax.GlobalVar] = {}
+        for shifted in (True, False):
+            rewriter = _Rewriter(row, builder, _Pattern(shifted), kernels)
+            product = rewriter.pattern.product()
+            for gv, func in builder.get().functions_items():
+                if isinstance(func, relax.Function):
+                    builder.update_func(gv, rewrite_call(product, rewriter, func))
+        rewrite_batched(builder)
+        return relax.transform.DeadCodeElimination()(builder.get())
+
+    return rewrite
+
+
+__all__ = ["KERNEL_ATTR", "KERNEL_ROWS", "KernelRow", "column_term", "fits_int32",
+           "gemm_prim_func", "int8_gemm", "kernel_row", "pack_weights", "schedule_gemm"]
