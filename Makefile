@@ -43,7 +43,8 @@ demo: $(STAMP)
 	$(PY) -m lowbit.models.sample $(MODEL) --count 16 --out $(OUT)/$(MODEL)-inputs.npz
 	$(LOWBIT) run $(OUT)/$(MODEL) --input $(OUT)/$(MODEL)-inputs.npz --output $(OUT)/$(MODEL)-interp.npz --backend interp
 	$(LOWBIT) run $(OUT)/$(MODEL) --input $(OUT)/$(MODEL)-inputs.npz --output $(OUT)/$(MODEL)-onnx.npz --backend onnx
-	cat $(OUT)/$(MODEL)/report.md
+	$(LOWBIT) run $(OUT)/$(MODEL) --input $(OUT)/$(MODEL)-inputs.npz --output $(OUT)/$(MODEL)-tvm.npz --backend tvm
+	@echo "report: $(OUT)/$(MODEL)/report.html (and report.json, report.md)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -7,8 +7,9 @@ timing. lowbit runs an ``int_linear`` program built by ``tvm_build.build(graph, 
 through the CPU pipeline and its kernel rewrite) on int8 activations; onnxruntime runs its fast
 path, uint8 activations times a constant int8 initializer. Each call goes numpy to numpy
 without copies on either side (TVM takes the input by DLPack, so it is allocated 64-byte
-aligned; the output comes back by DLPack too). The calls alternate (lowbit, onnxruntime, lowbit, ...) so that both see the same machine load; the
-latency is the median of each side's samples, the ratio lowbit / onnxruntime.
+aligned; the output comes back by DLPack too). The calls alternate (lowbit, onnxruntime,
+lowbit, ...) so that both see the same machine load; the latency is the median of each side's
+samples, the ratio lowbit / onnxruntime.
 
 ``python -m lowbit.bench.gemm`` prints the table for ``SHAPES``.
 """

@@ -1,5 +1,6 @@
 """The ``mixed`` suite: HAWQ-V3 mixed INT4/INT8 weights at 60% of the INT8 weight size against
-uniform INT8, uniform INT4 and random assignments of the same budget (issue 7's targets).
+uniform INT8, uniform INT4 and random assignments of the same budget (issue 7's targets), and
+the same ILP on sensitivities weighted by LRP relevance (``mixed_precision.relevance``).
 
 Every contender is W{4,8}A8: activations stay 8-bit, only the conv/linear weight widths differ,
 so size is the weight bits alone. The ILP sees Hessian sensitivities from the calibration
@@ -30,6 +31,7 @@ from lowbit.passes.mixed_precision.data import calibration_slice
 from lowbit.passes.mixed_precision.ilp import solve_assignment
 from lowbit.passes.mixed_precision.layers import QuantLayer, lowered_weights, quantizable_layers
 from lowbit.passes.mixed_precision.plan import sensitivity_matrix
+from lowbit.passes.mixed_precision.relevance import relevance_weights
 from lowbit.passes.mixed_precision.search import random_assignment
 from lowbit.passes.mixed_precision.sensitivity import BITS, LayerSensitivity, layer_sensitivities
 from lowbit.passes.quantize.pipeline import CompileOptions, compile_graph
@@ -72,6 +74,16 @@ def _row(name: str, model: BundledModel, graph: Graph, calib: ArrayDict,
     return Row(name, assignment, size, accuracy, nll)
 
 
+def _comparison(weighted: Row, mixed: Row) -> str:
+    if weighted.assignment == mixed.assignment:
+        return "the same assignment as the Hessian alone"
+    verdict = ("better" if (weighted.accuracy, -weighted.nll) > (mixed.accuracy, -mixed.nll)
+               else "worse")
+    return (f"a different assignment, {verdict} than the Hessian alone: "
+            f"{weighted.accuracy:.2f}% (NLL {weighted.nll:.4f}) vs {mixed.accuracy:.2f}% "
+            f"(NLL {mixed.nll:.4f})")
+
+
 def _verdict(ok: bool) -> str:
     return "**PASS**" if ok else "**FAIL**"
 
@@ -93,31 +105,36 @@ def bench_mixed(name: str, calib: ArrayDict) -> str:
     limit = budget_limit(size, BITS, SIZE_FRACTION)
     full = budget_limit(size, BITS, 1.0)
     mixed = solve_assignment(sensitivity_matrix(sens), size, limit, BITS)
+    rho = relevance_weights(float_graph, layers, calib)
+    weighted = solve_assignment(sensitivity_matrix(sens) * rho[:, None], size, limit, BITS)
     rows = [_row(label, model, graph, calib, layers, assignment, full)
             for label, assignment in (("uniform INT8 (W8A8)", (8,) * len(layers)),
                                       ("uniform INT4 (W4A8)", (4,) * len(layers)),
-                                      (f"mixed, ILP at size={SIZE_FRACTION}", mixed))]
+                                      (f"mixed, ILP at size={SIZE_FRACTION}", mixed),
+                                      ("mixed, ILP on Hessian × LRP relevance", weighted))]
     randoms = [_row(f"random seed {seed}", model, graph, calib, layers,
                     random_assignment(size, BITS, limit, np.random.default_rng(seed)), full)
                for seed in RANDOM_SEEDS]
-    return _render(name, model, layers, sens, rows, randoms, samples,
+    return _render(name, model, layers, sens, rho, rows, randoms, samples,
                    time.perf_counter() - start)
 
 
 def _render(name: str, model: BundledModel, layers: Sequence[QuantLayer],
-            sens: Sequence[LayerSensitivity],
+            sens: Sequence[LayerSensitivity], rho: np.ndarray,
             rows: Sequence[Row], randoms: Sequence[Row], samples: int, seconds: float) -> str:
-    int8, int4, mixed = rows
+    int8, int4, mixed, weighted = rows
     median = float(np.median([r.accuracy for r in randoms]))
     lines = [f"### {name}", "", f"{model.description}. Hessian traces and calibration: "
              f"{samples} calibration samples; accuracy: the whole test split. "
              f"{seconds:.0f} s.", "",
-             "| layer | params | Tr(H)/n | ± | Ω4 | Ω8 | mixed bits |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for layer, s, bits in zip(layers, sens, mixed.assignment, strict=True):
+             "| layer | params | Tr(H)/n | ± | Ω4 | Ω8 | mixed bits | relevance ρ "
+             "| bits with ρ |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for layer, s, bits, weight, other in zip(layers, sens, mixed.assignment, rho,
+                                             weighted.assignment, strict=True):
         lines.append(f"| `{layer.name}` ({layer.weight}) | {layer.params} | "
                      f"{s.trace.mean / s.params:.3e} | {s.trace.stderr / s.params:.1e} | "
-                     f"{s.omega(4):.3e} | {s.omega(8):.3e} | {bits} |")
+                     f"{s.omega(4):.3e} | {s.omega(8):.3e} | {bits} | {weight:.2f} | {other} |")
     lines += ["", "| assignment | size (of INT8) | INT8 layers | test top-1 | test NLL |",
               "| --- | ---: | ---: | ---: | ---: |"]
     for row in [*rows, *randoms]:
@@ -135,7 +152,8 @@ def _render(name: str, model: BundledModel, layers: Sequence[QuantLayer],
               f"- {_verdict(mixed.accuracy > int4.accuracy)} mixed beats uniform INT4: "
               f"{mixed.accuracy:.2f}% vs {int4.accuracy:.2f}%",
               f"- {_verdict(mixed.accuracy > median)} mixed beats random assignments of the same "
-              f"budget (median of {len(randoms)}): {mixed.accuracy:.2f}% vs {median:.2f}%"]
+              f"budget (median of {len(randoms)}): {mixed.accuracy:.2f}% vs {median:.2f}%",
+              "", f"Relevance weighting (not a target): {_comparison(weighted, mixed)}."]
     return "\n".join(lines) + "\n"
 
 

@@ -8,8 +8,9 @@ For each channel site (``rearrange_sites``: the tensors that carry the same chan
 residual adds and LayerNorms) the pass sorts the channels by a per-channel range
 (``CHANNEL_KEYS``: calibrated ``max |x_j|``, ``max_o |W[o, j]|``, their product or the column
 RMS, normalized per reader, max over readers), keeps the order with the lowest estimated
-error, and applies the permutation to constants only: producer rows (weights, bias, embedding columns), norm affine
-parameters and constants on the path, and consumer columns. No node is added or removed.
+error, and applies the permutation to constants only: producer rows (weights, bias,
+embedding columns), norm affine parameters and constants on the path, and consumer columns.
+No node is added or removed.
 
 Invariant: same ops, node count, value names and shapes; float outputs unchanged up to float32
 summation order (the permutation is exact in real arithmetic). Provenance is untouched (only

@@ -130,6 +130,17 @@ def test_int_block_linear_tvm_bit_exact(bits: int, x_dtype: str, zp: int, block:
         np.testing.assert_array_equal(got, want)
 
 
+def test_int_block_linear_on_wide_inputs_by_hand() -> None:
+    """int64 codes near 2^50 (the exact int64 path): x = [2^50, 2^50, 3, 0], one block of 4,
+    w = [1, -1, 5, 7]: the partial is 15, times the multiplier 3 gives 45."""
+    graph = one_op("int_block_linear", [TensorType("int64", (Sym(1), 4)),
+                                        np.array([[1, -1, 5, 7]], np.int8),
+                                        np.array([[3]], np.int64)], {"block_size": 4})
+    x = np.array([[2**50, 2**50, 3, 0]], np.int64)
+    np.testing.assert_array_equal(run_graph(graph, {graph.inputs[0]: x})[graph.outputs[0]],
+                                  [[45]])
+
+
 # -- range analysis -------------------------------------------------------------------------
 def test_range_rule_bounds_partials_and_accumulator_by_hand() -> None:
     """x int8 (zp 0) in [-128, 127]; block 0 all +127, block 1 all -127, mult [1, 2]:
@@ -143,6 +154,15 @@ def test_range_rule_bounds_partials_and_accumulator_by_hand() -> None:
     assert report.intervals[graph.outputs[0]] == (-128 * 127 * 16 - 2 * 127 * 127 * 16,
                                                   127 * 127 * 16 + 2 * 128 * 127 * 16)
     assert report.unproved == []
+    # the extremes are reached, in the interpreter and in onnxruntime (whose sum over the
+    # blocks is one ReduceSum here: the exporter's static bound is below 2^53)
+    x = np.array([[-128] * 16 + [127] * 16, [127] * 16 + [-128] * 16], np.int8)
+    session = ort.InferenceSession(to_onnx_model(graph).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    want = run_graph(graph, {graph.inputs[0]: x})[graph.outputs[0]]
+    np.testing.assert_array_equal(want[:, 0], report.intervals[graph.outputs[0]])
+    np.testing.assert_array_equal(session.run(None, {graph.inputs[0]: x})[0], want)
+    assert [n.op_type for n in to_onnx_model(graph).graph.node].count("ReduceSum") == 1
 
 
 def test_range_rule_flags_int32_partials_that_could_overflow() -> None:
@@ -207,6 +227,31 @@ def test_block_lowering_matches_a_numpy_fake_quant_reference(bits: int) -> None:
     from lowbit.runtime.tvm_backend import run_tvm
 
     np.testing.assert_array_equal(run_tvm(build(program), {"x": x})[out], got)
+
+
+def test_matmul_by_a_constant_matrix_is_block_lowered() -> None:
+    """``x @ B`` with a constant ``B [32, 5]`` is a linear with weight ``B.T``; attention-like
+    products of two activations keep ``int_matmul``."""
+    builder = GraphBuilder("matmul")
+    origin = builder.capture("mm", "aten.matmul.default")
+    x = builder.add_input("x", TensorType("float32", (Sym(1), 4, 32)))
+    b = builder.add_constant(RNG.standard_normal((32, 5)).astype(np.float32), "b")
+    product = builder.add("matmul", [x, b], origin, hint="mm")
+    scores = builder.add("matmul", [x, builder.add("transpose", [x], origin,
+                                                   {"perm": (0, 2, 1)})], origin, hint="xx")
+    graph = builder.finish([product, scores])
+    ranges = {"x": (-1.0, 1.0), product: (-20.0, 20.0), scores: (-40.0, 40.0)}
+    program, stats = lower_graph(graph, ranges, LoweringOptions(bits=8, block_size=16))
+    assert stats["block_linears"] == ["mm"]
+    assert program.op_histogram()["int_block_linear"] == 1
+    assert program.op_histogram()["int_matmul"] == 1
+    feeds = {"x": RNG.uniform(-1.0, 1.0, (3, 4, 32)).astype(np.float32)}
+    want = feeds["x"] @ graph.constants[b]
+    got = run_graph(program, feeds)[product]
+    assert np.abs(got - want).max() < 0.05  # mostly the 8-bit input codes (step 2/255)
+    session = ort.InferenceSession(to_onnx_model(program).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run([product], feeds)[0], got)
 
 
 def test_block_lowering_declines_ragged_layers() -> None:

@@ -150,6 +150,35 @@ def test_cli_capture_and_check_on_mutated_models(seeds: dict[str, onnx.ModelProt
     assert codes[0] + codes[2] >= CLI_EXAMPLES and codes[0] > 0 and codes[2] > 0
 
 
+@pytest.mark.parametrize("op_type", ["Constant", "ConstantOfShape"])
+def test_tensor_attribute_of_unknown_element_type_is_refused(seeds: dict[str, onnx.ModelProto],
+                                                             tmp_path: Path,
+                                                             op_type: str) -> None:
+    """Regression (found by the long run): a flipped byte made a tensor attribute's element
+    type 33, and ``numpy_helper.to_array`` raised ``KeyError`` inside the importer."""
+    model = onnx.ModelProto()
+    model.CopyFrom(seeds["embedding" if op_type == "ConstantOfShape" else "digits-vit"])
+    nodes = [n for n in model.graph.node if n.op_type == op_type and n.attribute]
+    assert nodes
+    nodes[0].attribute[0].t.data_type = 33
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    outcome = capture_outcome(path.read_bytes(), tmp_path)
+    assert outcome.kind == "error" and "element type 33 is not supported" in outcome.message
+
+
+def test_float_shape_input_is_refused(seeds: dict[str, onnx.ModelProto],
+                                      tmp_path: Path) -> None:
+    """Regression (found by the long run): ``ConstantOfShape`` given a float shape reached
+    ``np.full`` (``TypeError``)."""
+    model = onnx.ModelProto()
+    model.CopyFrom(seeds["embedding"])
+    (shape,) = [t for t in model.graph.initializer if t.name == "shape"]
+    shape.CopyFrom(onnx.numpy_helper.from_array(np.array([5.0, 3.0], np.float32), "shape"))
+    outcome = capture_outcome(model.SerializeToString(), tmp_path)
+    assert outcome.kind == "error" and "must be integers, not float32" in outcome.message
+
+
 def test_check_survives_layer_norm_without_bias(seeds: dict[str, onnx.ModelProto],
                                                tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,15 +14,20 @@ import numpy as np
 import pytest
 import torch
 
+from lowbit.compiler import GraphBuilder, Sym, TensorType
+from lowbit.compiler.errors import LowbitError
 from lowbit.compiler.exporters import export_onnx
 from lowbit.compiler.ir import Graph
 from lowbit.passes.mixed_precision.costs import Budget, budget_limit, static_costs
 from lowbit.passes.mixed_precision.ilp import InfeasibleBudget, solve_assignment
 from lowbit.passes.mixed_precision.latency import LatencyTable, single_layer_graph
 from lowbit.passes.mixed_precision.layers import quantizable_layers
+from lowbit.passes.mixed_precision.plan import PlanOptions, make_plan
+from lowbit.passes.mixed_precision.relevance import relevance_weights
 from lowbit.passes.mixed_precision.search import Point, cheapest_within_drop, random_assignment
 from lowbit.passes.mixed_precision.sensitivity import (HutchinsonConfig, hutchinson_trace,
-                                                       layer_sensitivities, perturbation)
+                                                       layer_sensitivities, perturbation,
+                                                       single_threaded)
 from lowbit.passes.quantize.pipeline import CompileOptions, CompileResult, compile_graph
 from lowbit.runtime import run_graph
 from lowbit.runtime.references import run_onnxruntime
@@ -111,10 +116,11 @@ def test_hutchinson_agrees_with_the_exact_trace_within_its_sampling_error() -> N
     m = 200
     sigma = math.sqrt(2 * (float((hessian ** 2).sum()) - float((torch.diag(hessian) ** 2).sum())))
     error_bar = sigma / math.sqrt(m)
-    loss = torch.nn.functional.cross_entropy(net(x), labels)
-    (gradient,) = torch.autograd.grad(loss, net.first.weight, create_graph=True)
-    estimate = hutchinson_trace(gradient, net.first.weight,
-                                HutchinsonConfig(min_samples=m, max_samples=m, rel_tol=0.0))
+    with single_threaded():  # 200 tiny Hessian-vector products
+        loss = torch.nn.functional.cross_entropy(net(x), labels)
+        (gradient,) = torch.autograd.grad(loss, net.first.weight, create_graph=True)
+        estimate = hutchinson_trace(gradient, net.first.weight,
+                                    HutchinsonConfig(min_samples=m, max_samples=m, rel_tol=0.0))
     assert estimate.samples == m
     assert abs(estimate.mean - exact) <= 4 * error_bar
     assert 0.7 * error_bar <= estimate.stderr <= 1.3 * error_bar  # its own error bar is right
@@ -237,3 +243,31 @@ def test_latency_table_measures_once_and_reads_back(tmp_path: Path,
     monkeypatch.setattr("lowbit.passes.mixed_precision.latency.measure_latency", refuse)
     np.testing.assert_array_equal(LatencyTable(path).costs([layer], BITS, "llvm",
                                                            progress=False), first)
+
+
+def test_models_without_a_torch_module_and_bad_budgets_are_declined() -> None:
+    with pytest.raises(LowbitError, match="bundled model"):
+        make_plan("model.onnx", conv_relu_linear(), {}, PlanOptions())
+    with pytest.raises(LowbitError, match="not one of"):
+        Budget.parse("speed=0.5")
+    with pytest.raises(LowbitError, match="fraction"):
+        Budget.parse("size=1.5")
+
+
+def test_relevance_weights_are_equal_when_lrp_conserves_relevance() -> None:
+    """Two bias-free linears with a ReLU between: epsilon-LRP conserves relevance, so both
+    layer outputs carry the seeded target logit and the weights are 1 and 1."""
+    rng = np.random.default_rng(5)
+    builder = GraphBuilder("chain")
+    ids = [builder.capture(name, op) for name, op in
+           (("fc1", "aten.linear.default"), ("act", "aten.relu.default"),
+            ("fc2", "aten.linear.default"))]
+    x = builder.add_input("x", TensorType("float32", (Sym(1), 6)))
+    w1 = builder.add_constant(rng.standard_normal((8, 6)).astype(np.float32), "fc1.w")
+    w2 = builder.add_constant(rng.standard_normal((3, 8)).astype(np.float32), "fc2.w")
+    hidden = builder.add("relu", [builder.add("linear", [x, w1, ""], ids[0], hint="fc1")],
+                         ids[1], hint="act")
+    graph = builder.finish([builder.add("linear", [hidden, w2, ""], ids[2], hint="fc2")])
+    feeds = {"x": rng.standard_normal((16, 6)).astype(np.float32)}
+    weights = relevance_weights(graph, quantizable_layers(graph), feeds)
+    np.testing.assert_allclose(weights, [1.0, 1.0], rtol=1e-4)

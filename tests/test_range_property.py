@@ -32,7 +32,7 @@ def _bits(low: int, high: int) -> int:
     return b
 
 
-@settings(max_examples=60, derandomize=True, deadline=None, database=None,
+@settings(max_examples=150, derandomize=True, deadline=None, database=None,
           suppress_health_check=list(HealthCheck))
 @given(seed=st.integers(0, 2**31 - 1), input_seed=st.integers(0, 2**31 - 1))
 def test_every_value_lies_in_its_interval_at_the_extremes(seed: int, input_seed: int) -> None:

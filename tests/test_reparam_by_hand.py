@@ -239,3 +239,12 @@ def test_query_key_equalization_by_hand() -> None:
     feeds = {"x": np.array([[[0.5, -1.0], [2.0, 3.0]]], np.float32)}
     np.testing.assert_allclose(run_graph(result.graph, feeds)["logits"],
                                run_graph(graph, feeds)["logits"], rtol=1e-6)
+
+
+def test_default_passes_follow_the_model_family() -> None:
+    from lowbit.passes.quantize.pipeline import default_passes
+    from tests.graphs import conv_relu_linear
+
+    assert default_passes(conv_relu_linear()) == ("equalize",)
+    assert default_passes(norm_linear([1, 1], [0, 0], [[1, 1]])) == ()
+    assert default_passes(linear_relu_linear()) == ()

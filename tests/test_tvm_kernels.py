@@ -7,7 +7,9 @@ interpreter and with a numpy int64 product written here. Inputs include the byte
 not a multiple of the register tile, both activation dtypes and extreme zero points. The aarch64
 ``sdot`` row is cross-built and checked to use ``sdot``; it runs under qemu where the cross
 toolchain is installed. The rewrite declines, and the default lowering stays, where the kernel
-would not be exact.
+would not be exact. Convolutions reach the GEMM through im2col (padding with the zero-point
+code, odd depths padded), and batched products of two activations run on their own scheduled
+kernel; both are compared with the interpreter and numpy.
 """
 
 from __future__ import annotations
@@ -190,3 +192,70 @@ def test_aarch64_sdot_row_builds_with_sdot_and_runs_under_qemu(dtype: str, zero_
     x = activations(dtype, (3, 5, 64))
     (got,) = run_aarch64(library, [x])
     assert np.array_equal(got, run_graph(graph, {graph.inputs[0]: x})[graph.outputs[0]])
+
+
+# -- batched products of two activations ----------------------------------------------------------
+@pytest.mark.parametrize("a_dtype, b_dtype, a_zero, b_zero, rows, depth, columns", [
+    ("int8", "int8", -128, 127, 8, 12, 16),    # extreme zero points, every lane vectorized
+    ("uint8", "int8", 0, 5, 6, 32, 20),        # rows not a multiple of 4, 4-lane columns
+    ("uint8", "uint8", 255, 1, 5, 7, 3)])      # no vector lanes at all
+def test_batched_matmul_is_bit_exact(a_dtype: str, b_dtype: str, a_zero: int, b_zero: int,
+                                     rows: int, depth: int, columns: int) -> None:
+    a = TensorType(a_dtype, (N, 3, rows, depth))
+    b = TensorType(b_dtype, (N, 3, depth, columns))
+    graph = one_op("int_matmul", [a, b], {"a_zero_point": a_zero, "b_zero_point": b_zero})
+    vm, module = compiled(graph, HOST, ROWS["generic"])
+    assert kernels_used(module) == ["int8_batched_matmul"] and matmuls_left(module) == 0
+    for batch in (1, 2):
+        feeds = {graph.inputs[0]: activations(a_dtype, (batch, 3, rows, depth)),
+                 graph.inputs[1]: activations(b_dtype, (batch, 3, depth, columns))}
+        got = vm["main"](*[tvm.runtime.tensor(feeds[n]) for n in graph.inputs]).numpy()
+        want = run_graph(graph, feeds)[graph.outputs[0]]
+        wide = [feeds[n].astype(np.int64) - z for n, z in zip(graph.inputs, (a_zero, b_zero))]
+        assert np.array_equal(got, want) and np.array_equal(got, np.matmul(*wide))
+
+
+def test_batched_rewrite_declines_broadcast_batches() -> None:
+    graph = one_op("int_matmul", [TensorType("int8", (N, 3, 4, 8)),
+                                  TensorType("int8", (3, 8, 5))],
+                   {"a_zero_point": 1, "b_zero_point": 0})
+    _, module = compiled(graph, HOST, None)
+    assert kernels_used(module) == [] and matmuls_left(module) == 1
+
+
+# -- convolutions through im2col ------------------------------------------------------------------
+CONVS = {  # dtype, zero point, x [C, H, W], w [O, C, KH, KW], strides, pads, dilations
+    "int8 padded, depth 9 padded to 12": ("int8", -128, (1, 8, 8), (16, 1, 3, 3), (1, 1),
+                                         (1, 1, 1, 1), (1, 1)),
+    "int8 3x3 over 32 channels": ("int8", 5, (32, 4, 4), (24, 32, 3, 3), (1, 1), (1, 1, 1, 1),
+                                  (1, 1)),
+    "uint8 zero point 255, strided, dilated, uneven pads": ("uint8", 255, (5, 9, 7),
+                                                           (8, 5, 2, 3), (2, 1), (0, 1, 2, 0),
+                                                           (1, 2)),
+}
+
+
+@pytest.mark.parametrize("case", CONVS)
+def test_convolution_through_im2col_is_bit_exact(case: str) -> None:
+    dtype, zero_point, x_shape, w_shape, strides, pads, dilations = CONVS[case]
+    w = adversarial_weights(w_shape[0], int(np.prod(w_shape[1:]))).reshape(w_shape)
+    graph = one_op("int_conv", [TensorType(dtype, (N,) + x_shape), w,
+                                RNG.integers(-10**5, 10**5, w_shape[0]).astype(np.int32)],
+                   {"x_zero_point": zero_point, "strides": strides, "pads": pads,
+                    "dilations": dilations, "groups": 1})
+    vm, module = compiled(graph, HOST, runnable_rows()[0])
+    assert kernels_used(module) == [f"int8_gemm/{runnable_rows()[0].name}"]
+    assert "conv2d" not in module["main"].script()
+    for batch in (1, 3):
+        x = activations(dtype, (batch,) + x_shape)
+        got = vm["main"](tvm.runtime.tensor(x)).numpy()
+        assert np.array_equal(got, run_graph(graph, {graph.inputs[0]: x})[graph.outputs[0]])
+
+
+def test_grouped_convolution_keeps_tvm_lowering() -> None:
+    graph = one_op("int_conv", [TensorType("int8", (N, 4, 6, 6)),
+                                RNG.integers(-128, 128, (4, 1, 3, 3)).astype(np.int8)],
+                   {"x_zero_point": 3, "strides": (1, 1), "pads": (1, 1, 1, 1),
+                    "dilations": (1, 1), "groups": 4})
+    _, module = compiled(graph, HOST, None)
+    assert kernels_used(module) == [] and "conv2d" in module["main"].script()

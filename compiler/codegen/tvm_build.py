@@ -4,8 +4,9 @@ Targets are made from dicts (TVM 0.27 refuses ``"llvm -mcpu=..."`` strings):
 
 - ``llvm``: this host, with the CPU LLVM reports (``Target.from_device``); the default CPU
   Relax pipeline (legalize, fold constants, fuse, lower), after ``tvm_kernels.int8_gemm``
-  puts int8 x constant-int8 products on a GEMM kernel tensorized for the CPU's dot-product
-  instructions (VNNI, AVX2, aarch64 sdot); the other kernels are not scheduled.
+  puts int8 x constant-int8 products and ungrouped convolutions (im2col) on a GEMM kernel
+  tensorized for the CPU's dot-product instructions (VNNI, AVX2, aarch64 sdot) and attention
+  products on a scheduled batched kernel; the other kernels are not scheduled.
 - ``cuda``: ``sm_90`` with an LLVM host. The CUDA default pipeline minus dlight's
   ``gpu.Matmul`` rule, which fails on integer matmuls with requantization epilogues (block
   inlining errors, tensor-core fragment errors at 256^3); GEMV, Reduction, GeneralReduction

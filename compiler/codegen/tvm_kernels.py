@@ -3,8 +3,8 @@
 Invariant: the rewritten module computes the same int32 values as the ``relax.matmul`` it
 replaces, for every input; the kernel never wraps or saturates (the bounds are checked below).
 
-``Int8Gemm(target)`` finds, in every Relax function, the product ``tvm_int_rules`` writes for an
-int8/uint8 activation times a constant int8 weight with an int32 accumulator:
+``int8_gemm(target)`` finds, in every Relax function, the product ``tvm_int_rules`` writes for
+an int8/uint8 activation times a constant int8 weight with an int32 accumulator:
 ``matmul(astype(x, int32) [- zp], W)``, with ``W`` a ``[K, N]`` constant. It replaces it with
 one call of a PrimFunc over a packed weight ``[N/16, K/4, 16, 4]`` (zero-padded to 16 columns):
 
@@ -12,14 +12,19 @@ one call of a PrimFunc over a packed weight ``[N/16, K/4, 16, 4]`` (zero-padded 
 
 where ``u = x + shift`` is the activation as an unsigned byte (``x + 128`` for int8, ``x`` for
 uint8) and ``c = zp + shift``, so that ``u - c = x - zp`` exactly. Partial sums stay below
-``K * 255 * 128`` in magnitude; the rewrite declines when that or ``colterm`` could leave int32.
+``K * 255 * 128`` in magnitude; the rewrite declines when that or ``colterm`` could leave int32,
+and where ``K`` is not a multiple of 4. In the same pass, 2-d convolutions with ``groups == 1``
+reach the same kernel through im2col (``tvm_kernels_conv``), and products of two 8-bit
+activations go to a scheduled batched kernel (``tvm_kernels_batched``).
 
 The PrimFunc is scheduled for the target by the first ``KERNEL_ROWS`` row whose CPU features it
-has: a 4 x 64 register tile (4 rows, 4 packed column blocks) over the full depth, the 16x4 step
-tensorized with the row's intrinsic (``tvm_kernel_intrins``), the column-term epilogue fused
-into the tile, and the tiles spread over the CPU's threads. The generic row (any CPU) keeps the
-same tiling with LLVM vectorizing the 16 columns. Rows of ``M`` are padded to the tile by
-re-reading the last row; the epilogue writes only real rows.
+has: tiles of 4 rows by up to 4 packed column blocks (64 columns), spread over the CPU's
+threads; each row of a tile runs the row's intrinsic (``tvm_kernel_intrins``), a chain of up to
+16 steps of depth 4 over all the tile's columns, written as one expression so that the
+accumulators stay in registers within a chain; the tile's accumulators are a local buffer
+between chains, and the column-term epilogue is fused into the tile. The generic row (any CPU)
+keeps the tiling and lets LLVM vectorize the tile's columns. Rows of ``M`` are padded to the
+tile by re-reading the last row; the epilogue writes only real rows.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from tvm.s_tir import Schedule
 from tvm.target import codegen
 
 from lowbit.compiler.codegen.tvm_kernel_intrins import DEPTH, LANES, SHIFTS, intrinsic
-from lowbit.compiler.codegen.tvm_kernels_batched import rewrite_batched
+from lowbit.compiler.codegen.tvm_kernels_batched import KERNEL_ATTR, OPAQUE, rewrite_batched
+from lowbit.compiler.codegen.tvm_kernels_conv import rewrite_convs
 
 TILE_ROWS = 4
 """Rows of the register tile (the activation rows one weight load serves)."""
@@ -43,9 +49,6 @@ TILE_BLOCKS = (4, 2, 1)
 CHAINS = (16, 12, 8, 6, 4, 3, 2, 1)
 """16x4 steps per tensorized chain, longest first; the first that divides ``K / 4`` wins."""
 INT32_LIMIT = 1 << 31
-KERNEL_ATTR = "lowbit.kernel"
-OPAQUE = 8
-"""TVM's ``kOpaque`` op pattern: FuseOps leaves the scheduled kernel alone."""
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ def schedule_gemm(func: tirx.PrimFunc, row: KernelRow, dtype: str) -> tirx.PrimF
     sch.vectorize(sch.get_loops(init)[-1])
     if row.isa is not None:
         sch.tensorize(n_tile, intrinsic(row.isa, dtype, steps, blocks))
-    sch.set_scope(init, 0, "local")  # the tile's accumulators: registers, not a workspace
+    sch.set_scope(init, 0, "local")  # the accumulators are private to their tile
     sch.unroll(m_inner)
     return sch.mod["main"].without_attr("global_symbol").with_attr(
         KERNEL_ATTR, f"int8_gemm/{row.name}").with_attr("op_pattern", OPAQUE)
@@ -202,20 +205,28 @@ class _Rewriter:
                 func, f"lowbit_int8_gemm_{dtype}_{depth}x{columns}")
         return self.kernels[key]
 
+    def gemm(self, flat: relax.Expr, dtype: str, weight: np.ndarray,
+             zero_point: np.ndarray | int, rows: tirx.Expr) -> relax.Expr | None:
+        """The kernel's ``[rows, N]`` int32 product of a 2-d ``dtype`` activation and ``[K, N]``
+        weight values, or None where the kernel is not exact (``_plan``)."""
+        plan = _plan(dtype, weight, zero_point)
+        if plan is None:
+            return None
+        dtype, packed, colterm = plan
+        depth, columns = weight.shape
+        return relax.call_tir(self.kernel(depth, columns, dtype),
+                              [flat, relax.const(packed, "int8"), relax.const(colterm, "int32")],
+                              relax.TensorType([rows, columns], "int32"))
+
     def __call__(self, call: relax.Call, matches: dict[DFPattern, relax.Expr]) -> relax.Expr:
         x, weight = matches[self.pattern.x], matches[self.pattern.weight].value.numpy()
         zero_point = matches[self.pattern.zero_point].value.numpy() if self.pattern.shifted else 0
-        plan = _plan(str(x.ty.dtype), weight, zero_point)
-        if plan is None:
-            return call
-        dtype, packed, colterm = plan
-        depth, columns = weight.shape
         shape = list(call.ty.shape.values)
         rows = _product(shape[:-1])
-        flat = x if len(shape) == 2 else relax.op.reshape(x, [rows, depth])
-        out = relax.call_tir(self.kernel(depth, columns, dtype),
-                             [flat, relax.const(packed, "int8"), relax.const(colterm, "int32")],
-                             relax.TensorType([rows, columns], "int32"))
+        flat = x if len(shape) == 2 else relax.op.reshape(x, [rows, weight.shape[0]])
+        out = self.gemm(flat, str(x.ty.dtype), weight, zero_point, rows)
+        if out is None:
+            return call
         return out if len(shape) == 2 else relax.op.reshape(out, shape)
 
 
@@ -243,8 +254,9 @@ def _product(dims: list[tirx.Expr]) -> tirx.Expr:
 
 def int8_gemm(target: tvm.target.Target, row: KernelRow | None = None) -> tvm.transform.Pass:
     """The module pass replacing int8 x constant-int8 products by the target's kernel (the
-    ``KERNEL_ROWS`` row the target's features select, unless ``row`` is given), and products of
-    two 8-bit activations by the scheduled batched kernel (``tvm_kernels_batched``)."""
+    ``KERNEL_ROWS`` row the target's features select, unless ``row`` is given), ungrouped 2-d
+    convolutions by im2col and the same kernel (``tvm_kernels_conv``), and products of two
+    8-bit activations by the scheduled batched kernel (``tvm_kernels_batched``)."""
     row = row or kernel_row(target)
 
     @tvm.transform.module_pass(opt_level=0, name="LowbitInt8Gemm")
@@ -257,6 +269,7 @@ def int8_gemm(target: tvm.target.Target, row: KernelRow | None = None) -> tvm.tr
             for gv, func in builder.get().functions_items():
                 if isinstance(func, relax.Function):
                     builder.update_func(gv, rewrite_call(product, rewriter, func))
+        rewrite_convs(builder, _Rewriter(row, builder, _Pattern(False), kernels).gemm)
         rewrite_batched(builder)
         return relax.transform.DeadCodeElimination()(builder.get())
 

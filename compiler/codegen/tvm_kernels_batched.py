@@ -28,7 +28,10 @@ BYTE_DTYPES = ("int8", "uint8")
 TILE_ROWS = 4
 VECTOR_LANES = (16, 8, 4)
 """int32 lanes of the vectorized column axis, widest first; the first dividing ``N`` wins."""
+KERNEL_ATTR = "lowbit.kernel"
+"""PrimFunc attribute naming the lowbit kernel (and its row) a function is."""
 OPAQUE = 8
+"""TVM's ``kOpaque`` op pattern: FuseOps leaves a scheduled kernel alone."""
 
 
 def _i64(value: int) -> tirx.IntImm:
@@ -69,7 +72,7 @@ def schedule_batched(func: tirx.PrimFunc) -> tirx.PrimFunc:
     init = sch.decompose_reduction(block, k)
     sch.vectorize(sch.get_loops(init)[-1])
     return sch.mod["main"].without_attr("global_symbol").with_attr(
-        "lowbit.kernel", "int8_batched_matmul").with_attr("op_pattern", OPAQUE)
+        KERNEL_ATTR, "int8_batched_matmul").with_attr("op_pattern", OPAQUE)
 
 
 @dataclass(frozen=True)
@@ -165,4 +168,4 @@ def rewrite_batched(builder: relax.BlockBuilder) -> None:
                     builder.update_func(gv, rewrite_call(product, rewriter, func))
 
 
-__all__ = ["batched_prim_func", "rewrite_batched", "schedule_batched"]
+__all__ = ["KERNEL_ATTR", "OPAQUE", "batched_prim_func", "rewrite_batched", "schedule_batched"]

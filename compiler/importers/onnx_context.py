@@ -180,6 +180,8 @@ class NodeContext:
         array = self.known(index, what)
         if array is None:
             return None
+        if array.dtype.kind not in "iuO":  # ONNX shapes, axes and indices are integers
+            raise self.fail(f"{what} (input {index}) must be integers, not {array.dtype}")
         return [x if not isinstance(x, (int, np.integer)) else int(x)
                 for x in np.asarray(array).reshape(-1).tolist()]
 

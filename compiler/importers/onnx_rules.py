@@ -614,8 +614,8 @@ def convert_dropout(ctx: NodeContext) -> None:
 def convert_constant(ctx: NodeContext) -> None:
     attrs = ctx.attrs
     if "value" in attrs:
+        dtype = onnx_dtype(attrs["value"].data_type)  # first: to_array fails on unknown types
         array = numpy_helper.to_array(attrs["value"])
-        dtype = onnx_dtype(attrs["value"].data_type)
     elif "value_float" in attrs or "value_floats" in attrs:
         array = np.asarray(attrs.get("value_float", attrs.get("value_floats")), np.float32)
         dtype = "float32"
@@ -654,9 +654,9 @@ def convert_constant_of_shape(ctx: NodeContext) -> None:
     dims = ctx.ints(0, "ConstantOfShape shape")
     assert dims is not None
     tensor = ctx.attr("value")
+    dtype = onnx_dtype(tensor.data_type) if tensor is not None else "float32"  # before to_array
     fill = (numpy_helper.to_array(tensor).reshape(-1) if tensor is not None
             else np.zeros(1, np.float32))
-    dtype = onnx_dtype(tensor.data_type) if tensor is not None else "float32"
     if not any(isinstance(d, Sym) for d in dims):
         check_known_size(dims, "ConstantOfShape")
         ctx.set_output(0, known_value(np.full(dims, fill[0], fill.dtype), ctx.hint(0, "fill"),

@@ -24,6 +24,7 @@ from lowbit.compiler.ops.spec import REQUIRED, OpSpec, register
 from lowbit.compiler.packing import unpack_int4
 from lowbit.compiler.types import TensorType
 
+FLOAT64_EXACT = 2**53
 SUM_LIMIT = 2.0**62  # a float64 bound on sum |terms| below this proves the int64 sum exact
 WEIGHT_STORAGE = {8: "int8", 4: "uint8"}
 """Weight bits -> dtype of the stored weight constant (4: packed two per byte)."""
@@ -61,11 +62,17 @@ def infer_int_block_linear(x: TensorType, w: TensorType, mult: TensorType, *,
 
 def block_partials(x: np.ndarray, codes: np.ndarray, x_zero_point: int, block_size: int
                    ) -> np.ndarray:
-    """``P[..., o, j]``, int32-checked: each block's exact dot product."""
+    """``P[..., o, j]``, int32-checked: each block's exact dot product. Computed as a float64
+    batched matmul when every product and partial sum is an integer below 2^53 (exact in
+    float64, and BLAS-fast), else in int64."""
     blocks = codes.shape[1] // block_size
-    xb = _wide(x, x_zero_point).reshape(x.shape[:-1] + (blocks, block_size))
-    wb = codes.astype(np.int64).reshape(codes.shape[0], blocks, block_size)
-    return fit(np.einsum("...jk,ojk->...oj", xb, wb), "int32")
+    xw = _wide(x, x_zero_point)
+    bound = block_size * int(np.abs(xw).max(initial=0)) * int(np.abs(codes).max(initial=0))
+    dtype = np.float64 if bound < FLOAT64_EXACT else np.int64
+    xb = xw.astype(dtype).reshape(-1, blocks, block_size).transpose(1, 0, 2)  # [J, M, B]
+    wb = codes.astype(dtype).reshape(codes.shape[0], blocks, block_size).transpose(1, 2, 0)
+    partials = np.matmul(xb, wb).transpose(1, 2, 0)  # [M, O, J]
+    return fit(partials.astype(np.int64), "int32").reshape(x.shape[:-1] + partials.shape[1:])
 
 
 def eval_int_block_linear(x: np.ndarray, w: np.ndarray, mult: np.ndarray, *,

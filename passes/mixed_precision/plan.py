@@ -19,7 +19,7 @@ import torch
 
 from lowbit.compiler.errors import LowbitError
 from lowbit.compiler.ir import Graph
-from lowbit.models import get_model, model_names
+from lowbit.models import BundledModel, get_model, model_names
 from lowbit.passes.mixed_precision.costs import Budget, budget_limit, static_costs
 from lowbit.passes.mixed_precision.data import calibration_slice
 from lowbit.passes.mixed_precision.ilp import solve_assignment
@@ -119,6 +119,11 @@ def make_plan(model_name: str, graph: Graph, calibration: Mapping[str, np.ndarra
                      "float output; no held-back accuracy sweep or Pareto plot")
     matrix = sensitivity_matrix(sensitivities)
     cost = costs[budget.metric]
+    lowest = float(cost.min(axis=1).sum()) / budget_limit(cost, BITS, 1.0)
+    if budget.fraction < lowest:
+        raise LowbitError(f"--budget {budget} is infeasible: the cheapest assignment already "
+                          f"costs {lowest:.3f} of INT8 in {budget.metric} on target "
+                          f"{options.target}")
     plan = MixedPlan(model_name, layers, sensitivities, costs, budget.metric,
                      solve_assignment(matrix, cost, budget_limit(cost, BITS, budget.fraction),
                                       BITS), options, notes=tuple(notes))
@@ -128,7 +133,7 @@ def make_plan(model_name: str, graph: Graph, calibration: Mapping[str, np.ndarra
 
 
 def _measured(plan: MixedPlan, graph: Graph, calibration: Mapping[str, np.ndarray],
-              model: object, matrix: np.ndarray, budget: Budget) -> MixedPlan:
+              model: BundledModel, matrix: np.ndarray, budget: Budget) -> MixedPlan:
     """The plan with its held-back sweep; in accuracy mode, the sweep's choice."""
     options = plan.options
     held = calibration_slice(model, options.calib_samples,

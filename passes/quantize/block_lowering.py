@@ -1,6 +1,7 @@
 """Integer lowering of a linear layer with block-quantized weights (``LoweringOptions.block_size``).
 
-A ``linear`` becomes ``int_block_linear`` (int32 block partials, summed in int64 with one dyadic
+A ``linear`` (or ``x @ B`` with a constant 2-D ``B``, i.e. weight ``B.T``) becomes
+``int_block_linear`` (int32 block partials, summed in int64 with one dyadic
 multiplier per (output channel, block) and a common shift per channel) followed by one
 ``requantize`` with multiplier 1, that shift, and the bias as its offset
 (``round(b / s_out * 2^shift)``), so the bias is added at the output's resolution. Weights are
@@ -9,7 +10,8 @@ into the clamp as for every product. Exact in real arithmetic up to the rounding
 weights (per block), of the multipliers and of the result.
 
 Declines (returns False, the caller lowers per channel, the reason goes to the stats): weights
-computed at run time, and input features that are not a multiple of the block size.
+computed at run time (a product of two activations), and input features that are not a
+multiple of the block size.
 """
 
 from __future__ import annotations
@@ -23,9 +25,18 @@ from lowbit.passes.quantize.lowering import LoweringContext
 from lowbit.passes.quantize.lowering_rules import _clamp_bounds, _fusable_activation
 
 
-def lower_block_linear(ctx: LoweringContext, node: Node) -> bool:
-    block_size = ctx.options.block_size
+def _weight_matrix(ctx: LoweringContext, node: Node) -> np.ndarray | None:
+    """The constant weight as ``[out, in]``: a linear's own, or ``B.T`` of ``x @ B``."""
     weight = ctx.constant(node.inputs[1])
+    if node.op == "matmul" and weight is not None:
+        return weight.T if weight.ndim == 2 and not ctx.is_constant(node.inputs[0]) else None
+    return weight
+
+
+def lower_block_linear(ctx: LoweringContext, node: Node) -> bool:
+    """Lower a ``linear`` (or a ``matmul`` by a constant matrix); False when declined."""
+    block_size = ctx.options.block_size
+    weight = _weight_matrix(ctx, node)
     features = int(ctx.source.types[node.inputs[0]].shape[-1])
     reason = ("weights computed at run time" if weight is None else
               f"{features} input features are not a multiple of {block_size}"

@@ -118,6 +118,10 @@ def lower_conv_or_linear(ctx: LoweringContext, node: Node) -> None:
 
 @rule("matmul")
 def lower_matmul(ctx: LoweringContext, node: Node) -> None:
+    from lowbit.passes.quantize.block_lowering import lower_block_linear  # imports this module
+    if ctx.options.block_size and ctx.is_constant(node.inputs[1]) and lower_block_linear(ctx,
+                                                                                         node):
+        return
     (a, aq), (b, bq) = ctx.value(node.inputs[0]), ctx.value(node.inputs[1])
     acc = ctx.emit("int_matmul", [a, b], node.origin,
                    {"a_zero_point": aq.zero_point, "b_zero_point": bq.zero_point},

@@ -1,0 +1,153 @@
+"""2-d integer convolutions (``int_conv``) on the tensorized int8 GEMM: im2col, GEMM, transpose.
+
+Invariant: the rewritten module computes the same int32 values as the ``relax.nn.conv2d`` it
+replaces, for every input. Padding is the real zero, the code ``zp`` (``tvm_int_rules`` pads
+``x - zp`` with 0); im2col writes ``zp`` there, so that ``u - c`` is 0 in the GEMM. The depth
+``C * KH * KW`` is padded to a multiple of 4 with zero weights (the code written there is
+irrelevant; im2col writes ``zp``).
+
+``conv2d(astype(x) [- zp], W)`` with ``groups == 1``, NCHW/OIHW layouts, a constant ``W``, an
+8-bit ``x`` and static channels and image size becomes ``cols = im2col(x)`` (a PrimFunc,
+``[N * OH * OW, Kp]``), the GEMM of ``tvm_kernels`` with ``W`` reshaped to ``[Kp, Cout]``, and a
+reshape and transpose back to ``[N, Cout, OH, OW]``. Grouped (depthwise) convolutions keep
+TVM's lowering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from tvm import relax, te, tirx
+from tvm.relax.dpl import DFPattern, is_const, is_op, rewrite_call, wildcard
+
+from lowbit.compiler.codegen.tvm_kernel_intrins import DEPTH
+
+GemmCall = Callable[[relax.Expr, str, np.ndarray, int, tirx.Expr], relax.Expr | None]
+"""(activation ``[M, K]``, its dtype, ``[K, N]`` int32 weight values, zero point, M) -> the
+GEMM's ``[M, N]`` int32 result, or None where the GEMM declines."""
+
+
+def _i64(value: int) -> tirx.IntImm:
+    return tirx.IntImm("int64", value)
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    channels: int
+    height: int
+    width: int
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    dilation: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    """top, left, bottom, right (Relax's order)."""
+
+    def out_size(self) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilation
+        top, left, bottom, right = self.padding
+        return ((self.height + top + bottom - dh * (kh - 1) - 1) // sh + 1,
+                (self.width + left + right - dw * (kw - 1) - 1) // sw + 1)
+
+    def depth(self) -> int:
+        return self.channels * self.kernel[0] * self.kernel[1]
+
+    def padded_depth(self) -> int:
+        return -(-self.depth() // DEPTH) * DEPTH
+
+
+def im2col_prim_func(shape: ConvShape, dtype: str, zero_point: int) -> tirx.PrimFunc:
+    """``cols[(n, oh, ow), (c, kh, kw)] = x[n, c, ih, iw]``, or ``zero_point`` outside the image
+    and in the depth padding; the batch ``n`` is symbolic."""
+    batch = tirx.Var("n", "int64")
+    x = te.placeholder((batch, _i64(shape.channels), _i64(shape.height), _i64(shape.width)),
+                       dtype, name="x")
+    out_h, out_w = shape.out_size()
+    (kh, kw), (sh, sw), (dh, dw) = shape.kernel, shape.strides, shape.dilation
+    top, left = shape.padding[:2]
+    depth = shape.depth()
+
+    def gather(row: tirx.Expr, col: tirx.Expr) -> tirx.Expr:
+        n, oh, ow = row // (out_h * out_w), row // out_w % out_h, row % out_w
+        c, i, j = col // (kh * kw), col // kw % kh, col % kw
+        ih, iw = oh * sh - top + i * dh, ow * sw - left + j * dw
+        inside = tirx.all(col < depth, ih >= 0, ih < shape.height, iw >= 0, iw < shape.width)
+        return tirx.if_then_else(inside, x[n, tirx.min(c, shape.channels - 1),
+                                           tirx.max(tirx.min(ih, shape.height - 1), 0),
+                                           tirx.max(tirx.min(iw, shape.width - 1), 0)],
+                                 tirx.const(zero_point, dtype))
+
+    cols = te.compute((batch * out_h * out_w, _i64(shape.padded_depth())), gather, name="im2col")
+    return te.create_prim_func([x, cols]).without_attr("global_symbol")
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    shifted: bool
+    x: DFPattern = field(default_factory=wildcard)
+    zero_point: DFPattern = field(default_factory=is_const)
+    weight: DFPattern = field(default_factory=is_const)
+
+    def conv(self) -> DFPattern:
+        wide = is_op("relax.astype")(self.x).has_dtype("int32")
+        if self.shifted:
+            wide = is_op("relax.subtract")(wide, self.zero_point)
+        return is_op("relax.nn.conv2d")(wide, self.weight).has_dtype("int32")
+
+
+def _conv_shape(call: relax.Call, x: relax.Expr, weight: np.ndarray) -> ConvShape | None:
+    attrs = call.attrs
+    if (attrs.groups != 1 or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW"
+            or attrs.out_layout != "NCHW" or weight.ndim != 4):
+        return None
+    dims = list(x.ty.shape.values)
+    if len(dims) != 4 or not all(isinstance(d, tirx.IntImm) for d in dims[1:]):
+        return None
+    return ConvShape(int(dims[1]), int(dims[2]), int(dims[3]), tuple(weight.shape[2:]),
+                     tuple(int(s) for s in attrs.strides), tuple(int(d) for d in attrs.dilation),
+                     tuple(int(p) for p in attrs.padding))
+
+
+def rewrite_convs(builder: relax.BlockBuilder, gemm: GemmCall) -> None:
+    """Rewrites every matched convolution of the builder's Relax functions in place."""
+    im2cols: dict[tuple, relax.GlobalVar] = {}
+    for shifted in (True, False):
+        pattern = _Pattern(shifted)
+
+        def rewrite(call: relax.Call, matches: dict[DFPattern, relax.Expr],
+                    pattern: _Pattern = pattern) -> relax.Expr:
+            if not isinstance(call, relax.Call):  # rewrite_call may pass a declined match's var
+                return call
+            x, weight = matches[pattern.x], matches[pattern.weight].value.numpy()
+            dtype = str(x.ty.dtype)
+            zero = matches[pattern.zero_point].value.numpy() if pattern.shifted else np.zeros(1)
+            shape = _conv_shape(call, x, weight)
+            if shape is None or zero.size != 1 or dtype not in ("int8", "uint8"):
+                return call
+            zero_point = int(np.ravel(zero)[0])
+            if not np.iinfo(dtype).min <= zero_point <= np.iinfo(dtype).max:
+                return call
+            weight_t = np.zeros((shape.padded_depth(), weight.shape[0]), np.int64)
+            weight_t[:shape.depth()] = weight.reshape(weight.shape[0], -1).T
+            out_h, out_w = shape.out_size()
+            batch = x.ty.shape.values[0]
+            rows = batch * out_h * out_w
+            key = (shape, dtype, zero_point)
+            if key not in im2cols:
+                im2cols[key] = builder.add_func(im2col_prim_func(shape, dtype, zero_point),
+                                                "lowbit_im2col")
+            cols = relax.call_tir(im2cols[key], [x], relax.TensorType(
+                [rows, shape.padded_depth()], dtype))
+            product = gemm(cols, dtype, weight_t.astype(np.int32), zero_point, rows)
+            if product is None:
+                return call
+            image = relax.op.reshape(product, [batch, out_h, out_w, weight.shape[0]])
+            return relax.op.permute_dims(image, [0, 3, 1, 2])
+
+        for gv, func in builder.get().functions_items():
+            if isinstance(func, relax.Function):
+                builder.update_func(gv, rewrite_call(pattern.conv(), rewrite, func))
+
+
+__all__ = ["ConvShape", "GemmCall", "im2col_prim_func", "rewrite_convs"]
