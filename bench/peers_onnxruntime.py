@@ -57,16 +57,20 @@ def quantize_with_onnxruntime(model: BundledModel, calib: ArrayDict, folder: Pat
     return quantized
 
 
-def onnxruntime_qdq(model: BundledModel, calib: ArrayDict) -> PredictFn:
-    """A predictor running the QDQ INT8 model in an onnxruntime CPU session."""
-    with tempfile.TemporaryDirectory(prefix="lowbit-bench-ort-") as folder:
-        session = ort.InferenceSession(str(quantize_with_onnxruntime(model, calib, Path(folder))),
-                                       providers=["CPUExecutionProvider"])
-
+def session_predictor(session: ort.InferenceSession, model: BundledModel) -> PredictFn:
+    """A predictor feeding ``model``'s inputs to ``session`` (contiguous, as ORT wants them)
+    and returning its outputs by name."""
     def predict(feeds: ArrayDict) -> ArrayDict:
         outputs = session.run(list(model.output_names),
                               {name: np.ascontiguousarray(feeds[name])
                                for name in model.input_names})
         return dict(zip(model.output_names, outputs, strict=True))
-
     return predict
+
+
+def onnxruntime_qdq(model: BundledModel, calib: ArrayDict) -> PredictFn:
+    """A predictor running the QDQ INT8 model in an onnxruntime CPU session."""
+    with tempfile.TemporaryDirectory(prefix="lowbit-bench-ort-") as folder:
+        session = ort.InferenceSession(str(quantize_with_onnxruntime(model, calib, Path(folder))),
+                                       providers=["CPUExecutionProvider"])
+    return session_predictor(session, model)

@@ -10,12 +10,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
 from lowbit.bench.contender import Contender, float_torch
 from lowbit.bench.onnx_export import export_float_onnx
-from lowbit.bench.peers_onnxruntime import onnxruntime_qdq
+from lowbit.bench.peers_onnxruntime import onnxruntime_qdq, session_predictor
 from lowbit.compiler.importers.sources import capture_bundled
 from lowbit.models import BundledModel
 from lowbit.models.bundled import ArrayDict, PredictFn
@@ -34,15 +33,6 @@ def lowbit_tvm_int8(model: BundledModel, calib: ArrayDict) -> PredictFn:
 
     result = compile_graph(capture_bundled(model.name), calib, CompileOptions(progress=False))
     return load_tvm(build(result.integer_graph, "llvm"))
-
-
-def session_predictor(session: ort.InferenceSession, model: BundledModel) -> PredictFn:
-    def predict(feeds: ArrayDict) -> ArrayDict:
-        outputs = session.run(list(model.output_names),
-                              {name: np.ascontiguousarray(feeds[name])
-                               for name in model.input_names})
-        return dict(zip(model.output_names, outputs, strict=True))
-    return predict
 
 
 def onnxruntime_float(model: BundledModel, calib: ArrayDict) -> PredictFn:

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from lowbit.bench.contender import Contender
-from lowbit.bench.gemm_micro import LOWBIT_LINEAR, ORT_U8S8, SHAPES, GemmRow, bench_gemm
+from lowbit.bench.gemm_micro import LOWBIT_LINEAR, ORT_U8S8, SHAPES, bench_gemm, render_gemm
 from lowbit.bench.speed_contenders import (LOWBIT_TVM, ORT_INT8, SPEED_CONTENDERS,
                                            TORCH_FLOAT)
 from lowbit.bench.suites import suite
-from lowbit.bench.timing import Budget, Timing, format_seconds, measure
+from lowbit.bench.timing import Budget, Timing, format_ratio, format_seconds, measure
 from lowbit.models import BundledModel, get_model
 from lowbit.models.bundled import ArrayDict, PredictFn
 
@@ -118,10 +118,6 @@ def speed_table(model: BundledModel, calib: ArrayDict) -> SpeedTable:
         for c in SPEED_CONTENDERS))
 
 
-def _ratio(value: float | None, reference: float | None) -> str:
-    return "-" if value is None or reference is None else f"{value / reference:.2f}x"
-
-
 def render_speed_table(table: SpeedTable) -> str:
     header = ["contender", "build (s)"] + [
         h for batch in BATCHES for h in (f"batch {batch} median", "repeats", "samples/s",
@@ -139,23 +135,8 @@ def render_speed_table(table: SpeedTable) -> str:
                 continue
             cells += [format_seconds(timing.median_s), str(timing.repeats),
                       f"{timing.per_second(batch):,.0f}",
-                      _ratio(timing.median_s, table.median(LOWBIT_TVM, batch))]
+                      format_ratio(timing.median_s, table.median(LOWBIT_TVM, batch))]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def render_gemm(rows: Sequence[GemmRow]) -> str:
-    lines = ["### int8 GEMM micro-benchmark", "",
-             "| M x K x N | case | median | repeats | equals numpy | ÷ " + ORT_U8S8 + " |",
-             "| --- | --- | ---: | ---: | --- | ---: |"]
-    best = {(r.shape, r.case): r.timing.median_s for r in rows if r.timing is not None}
-    for row in rows:
-        if row.timing is None:
-            lines.append(f"| {row.shape} | {row.case} | error: {row.error} | - | - | - |")
-            continue
-        lines.append(f"| {row.shape} | {row.case} | {format_seconds(row.timing.median_s)} | "
-                     f"{row.timing.repeats} | {'yes' if row.same else 'NO'} | "
-                     f"{_ratio(row.timing.median_s, best.get((row.shape, ORT_U8S8)))} |")
     return "\n".join(lines)
 
 
@@ -212,6 +193,6 @@ def speed(names: Sequence[str], calib: Mapping[str, ArrayDict]) -> str:
         f"test samples. {machine(load_at_start)}.",
         "Targets:\n" + "\n".join(verdicts),
         *(render_speed_table(table) for table in tables.values()),
-        render_gemm(gemm),
+        "### int8 GEMM micro-benchmark\n\n" + render_gemm(gemm),
         "Contenders:\n" + "\n".join(f"- **{c.name}**: {c.summary}" for c in SPEED_CONTENDERS),
     ]) + "\n"

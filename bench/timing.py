@@ -56,3 +56,8 @@ def format_seconds(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1e3:.2f} ms"
     return f"{seconds:.2f} s"
+
+
+def format_ratio(value: float | None, reference: float | None) -> str:
+    """``value / reference`` as ``1.23x``, or ``-`` where either is missing."""
+    return "-" if value is None or reference is None else f"{value / reference:.2f}x"

@@ -119,11 +119,10 @@ def _constant_inputs(graph: Graph, node: Node, indices: tuple[int, ...]) -> str 
 
 
 # -- products: readers and writers --------------------------------------------------------------
-@channel_rule("linear")
-def linear(graph: Graph, node: Node, value: str, axis: int) -> Link | str:
-    last = _rank(graph, value) - 1
-    if axis != last or value not in (node.inputs[0], node.outputs[0]):
-        return "the channel axis is not the feature axis"
+def _weighted_product(graph: Graph, node: Node, value: str) -> Link | str:
+    """A linear's or convolution's link through ``value``, its input or output channel axis:
+    the weight (output channels on axis 0, input channels on axis 1) and bias must be constants;
+    as a reader it edits the weight's axis 1, as a writer the weight's axis 0 and the bias."""
     problem = _constant_inputs(graph, node, (1, 2))
     if problem:
         return problem
@@ -131,6 +130,14 @@ def linear(graph: Graph, node: Node, value: str, axis: int) -> Link | str:
         return Link(edits=((1, 1),), role="reader")
     bias = ((2, 0),) if len(node.inputs) > 2 and node.inputs[2] else ()
     return Link(edits=((1, 0),) + bias, role="writer")
+
+
+@channel_rule("linear")
+def linear(graph: Graph, node: Node, value: str, axis: int) -> Link | str:
+    last = _rank(graph, value) - 1
+    if axis != last or value not in (node.inputs[0], node.outputs[0]):
+        return "the channel axis is not the feature axis"
+    return _weighted_product(graph, node, value)
 
 
 @channel_rule("conv")
@@ -138,13 +145,7 @@ def conv(graph: Graph, node: Node, value: str, axis: int) -> Link | str:
     if axis != 1 or node.attrs.get("groups", 1) != 1 or value not in (node.inputs[0],
                                                                          node.outputs[0]):
         return "only axis 1 of an ungrouped convolution is a channel axis"
-    problem = _constant_inputs(graph, node, (1, 2))
-    if problem:
-        return problem
-    if value == node.inputs[0]:
-        return Link(edits=((1, 1),), role="reader")
-    bias = ((2, 0),) if len(node.inputs) > 2 and node.inputs[2] else ()
-    return Link(edits=((1, 0),) + bias, role="writer")
+    return _weighted_product(graph, node, value)
 
 
 @channel_rule("matmul")

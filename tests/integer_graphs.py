@@ -1,5 +1,5 @@
-"""Integer test graphs shared by the backend tests (ONNX export, TVM): one-node graphs and
-random feeds over each input's full dtype range."""
+"""Integer test graphs shared by the backend tests (ONNX export, TVM, NPU): one-node graphs,
+random feeds over each input's full dtype range, and the bit-exact comparison of outputs."""
 
 from __future__ import annotations
 
@@ -13,6 +13,17 @@ from lowbit.kernels import dyadic
 
 RNG = np.random.default_rng(29)
 Feeds = Callable[[int], dict[str, np.ndarray]]
+
+
+def assert_same(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray], where: str
+                ) -> None:
+    """``got`` holds ``want``'s outputs, in its order, with the same dtypes, shapes and bits."""
+    assert list(got) == list(want)
+    for name, expected in want.items():
+        value = got[name]
+        assert value.dtype == expected.dtype and value.shape == expected.shape, (name, where)
+        differ = int(np.sum(value != expected))
+        assert differ == 0, f"{name} {where}: {differ} of {value.size} elements differ"
 
 
 def full_range(dtype: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -33,8 +33,8 @@ from lowbit.runtime.aarch64 import toolchain  # noqa: E402
 from lowbit.runtime.aarch64.qemu import run_aarch64  # noqa: E402
 from lowbit.runtime.tvm_backend import run_library  # noqa: E402
 
-from tests.integer_graphs import random_feeds  # noqa: E402
-from tests.test_tvm_codegen import assert_same, lowered_program  # noqa: E402
+from tests.integer_graphs import assert_same, random_feeds  # noqa: E402
+from tests.test_tvm_codegen import lowered_program  # noqa: E402
 
 N = Sym(1)
 

@@ -27,28 +27,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+from tests.compile_runs import tiny_onnx
 
 TIMING_KEY = re.compile(r"seconds|latency|\bms\b")  # manifest/report.json timing fields
 NUMBER = re.compile(r"\d+(\.\d+)?(e[-+]?\d+)?")
 LATENCY_PLOT = re.compile(r"<img alt='latency[^>]*>")
-
-
-def _tiny_onnx(folder: Path) -> tuple[Path, Path]:
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "w"], ["h"], transB=1),
-         helper.make_node("Relu", ["h"], ["y"])], "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])], [w])
-    path = folder / "tiny.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    calib = folder / "calib.npz"
-    np.savez(calib, x=rng.standard_normal((32, 16)).astype(np.float32))
-    return path, calib
 
 
 def _compile_both(folder: Path, model: Path, calib: Path, hash_seed: str) -> None:
@@ -92,7 +75,7 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 def test_two_compiles_are_byte_identical(tmp_path: Path) -> None:
-    model, calib = _tiny_onnx(tmp_path)
+    model, calib = tiny_onnx(tmp_path)
     first, second = tmp_path / "first", tmp_path / "second"
     _compile_both(first, model, calib, "1")
     _compile_both(second, model, calib, "2")

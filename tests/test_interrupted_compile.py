@@ -19,13 +19,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from lowbit.cli.main import main
 from lowbit.compiler import load_graph
+from tests.compile_runs import tiny_onnx
 
 POLL_SECONDS, LIMIT_SECONDS = 0.002, 300
 
@@ -45,18 +43,7 @@ def _is_complete(folder: Path, bits: str) -> bool:
 
 @pytest.fixture
 def model(tmp_path: Path) -> tuple[Path, Path]:
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "w"], ["h"], transB=1),
-         helper.make_node("Relu", ["h"], ["y"])], "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])], [w])
-    path = tmp_path / "tiny.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    calib = tmp_path / "calib.npz"
-    np.savez(calib, x=rng.standard_normal((32, 16)).astype(np.float32))
-    return path, calib
+    return tiny_onnx(tmp_path)
 
 
 def _staging(out: Path) -> list[Path]:

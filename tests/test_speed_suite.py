@@ -81,7 +81,7 @@ def test_every_activation_dtype_carries_the_same_centred_values(operands) -> Non
                          ids=lambda c: c.name)
 def test_onnxruntime_cases_compute_the_numpy_product(case, operands) -> None:
     activations, b, expected = operands
-    got = case.build(case, b)(activations[case.a_dtype], b)
+    got = case.build(case, activations[case.a_dtype], b)()
     assert got.dtype == np.int32 and np.array_equal(got, expected)
 
 

@@ -27,8 +27,8 @@ tvm = pytest.importorskip("tvm")
 
 from lowbit.compiler.codegen import tvm_build  # noqa: E402
 
+from tests.integer_graphs import assert_same  # noqa: E402
 from tests.test_cli import _one_line_error, _onnx_model, _run_cli  # noqa: E402
-from tests.test_tvm_codegen import assert_same  # noqa: E402
 
 EM_X86_64 = 62
 

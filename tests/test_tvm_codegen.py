@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -30,8 +30,8 @@ from lowbit.compiler.codegen.tvm_build import (AARCH64_CC, build, device_source,
 from lowbit.compiler.codegen.tvm_emit import to_relax  # noqa: E402
 from lowbit.runtime.tvm_backend import load_tvm, run_tvm  # noqa: E402
 
-from tests.integer_graphs import (Feeds, dyadic_pair, full_range, i8, one_op,  # noqa: E402
-                                  random_feeds)
+from tests.integer_graphs import (Feeds, assert_same, dyadic_pair, full_range, i8,  # noqa: E402
+                                  one_op, random_feeds)
 
 RNG = np.random.default_rng(23)
 BATCHES = (1, 3)
@@ -40,16 +40,6 @@ N = Sym(1)
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def assert_same(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray], where: str
-                ) -> None:
-    assert list(got) == list(want)
-    for name, expected in want.items():
-        value = got[name]
-        assert value.dtype == expected.dtype and value.shape == expected.shape, (name, where)
-        differ = int(np.sum(value != expected))
-        assert np.array_equal(value, expected), f"{name} {where}: {differ} of {value.size} differ"
-
-
 def assert_bit_exact(graph: Graph, feeds: Feeds, batches: Sequence[int] = BATCHES) -> None:
     program = load_tvm(build(graph, "llvm"))
     for batch in batches:

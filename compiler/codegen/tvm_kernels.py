@@ -29,16 +29,17 @@ tile by re-reading the last row; the epilogue writes only real rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import tvm
 from tvm import relax, te, tirx
-from tvm.relax.dpl import DFPattern, is_const, is_op, rewrite_call, wildcard
+from tvm.relax.dpl import DFPattern, rewrite_call
 from tvm.s_tir import Schedule
 from tvm.target import codegen
 
 from lowbit.compiler.codegen.tvm_kernel_intrins import DEPTH, LANES, SHIFTS, intrinsic
+from lowbit.compiler.codegen.tvm_kernel_patterns import ConstantProduct
 from lowbit.compiler.codegen.tvm_kernels_batched import KERNEL_ATTR, OPAQUE, rewrite_batched
 from lowbit.compiler.codegen.tvm_kernels_conv import rewrite_convs
 
@@ -169,28 +170,10 @@ def _tile_blocks(sch: Schedule, loop: object) -> int:
 
 
 # -- the Relax rewrite --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Pattern:
-    """``matmul(astype(x) - zero_point, weight)`` (``shifted``) or ``matmul(astype(x), weight)``,
-    with its named parts. The two forms are two patterns: TVM's matcher memoizes a sub-pattern
-    on its first candidate, so one pattern cannot offer ``astype(x)`` in two alternatives."""
-
-    shifted: bool
-    x: DFPattern = field(default_factory=wildcard)
-    zero_point: DFPattern = field(default_factory=is_const)
-    weight: DFPattern = field(default_factory=is_const)
-
-    def product(self) -> DFPattern:
-        widened = is_op("relax.astype")(self.x).has_dtype("int32")
-        if self.shifted:
-            widened = is_op("relax.subtract")(widened, self.zero_point)
-        return is_op("relax.matmul")(widened, self.weight).has_dtype("int32")
-
-
 class _Rewriter:
     """Rewrites matched products of one module; one scheduled PrimFunc per (K, N, dtype)."""
 
-    def __init__(self, row: KernelRow, builder: relax.BlockBuilder, pattern: _Pattern,
+    def __init__(self, row: KernelRow, builder: relax.BlockBuilder, pattern: ConstantProduct,
                  kernels: dict[tuple[int, int, str], relax.GlobalVar]) -> None:
         self.row = row
         self.builder = builder
@@ -264,12 +247,13 @@ def int8_gemm(target: tvm.target.Target, row: KernelRow | None = None) -> tvm.tr
         builder = relax.BlockBuilder(mod)
         kernels: dict[tuple[int, int, str], relax.GlobalVar] = {}
         for shifted in (True, False):
-            rewriter = _Rewriter(row, builder, _Pattern(shifted), kernels)
+            rewriter = _Rewriter(row, builder, ConstantProduct("relax.matmul", shifted), kernels)
             product = rewriter.pattern.product()
             for gv, func in builder.get().functions_items():
                 if isinstance(func, relax.Function):
                     builder.update_func(gv, rewrite_call(product, rewriter, func))
-        rewrite_convs(builder, _Rewriter(row, builder, _Pattern(False), kernels).gemm)
+        rewrite_convs(builder, _Rewriter(row, builder, ConstantProduct("relax.matmul", False),
+                                         kernels).gemm)
         rewrite_batched(builder)
         return relax.transform.DeadCodeElimination()(builder.get())
 

@@ -24,6 +24,8 @@ from tvm import relax, te, tirx
 from tvm.relax.dpl import DFPattern, is_const, is_op, rewrite_call, wildcard
 from tvm.s_tir import Schedule
 
+from lowbit.compiler.codegen.tvm_kernel_patterns import widened
+
 BYTE_DTYPES = ("int8", "uint8")
 TILE_ROWS = 4
 VECTOR_LANES = (16, 8, 4)
@@ -88,11 +90,8 @@ class _Pattern:
     b_zero: DFPattern = field(default_factory=is_const)
 
     def product(self) -> DFPattern:
-        def widen(x: DFPattern, shifted: bool, zero: DFPattern) -> DFPattern:
-            wide = is_op("relax.astype")(x).has_dtype("int32")
-            return is_op("relax.subtract")(wide, zero) if shifted else wide
-        return is_op("relax.matmul")(widen(self.a, self.a_shifted, self.a_zero),
-                                     widen(self.b, self.b_shifted, self.b_zero)
+        return is_op("relax.matmul")(widened(self.a, self.a_shifted, self.a_zero),
+                                     widened(self.b, self.b_shifted, self.b_zero)
                                      ).has_dtype("int32")
 
     def zero(self, matches: dict[DFPattern, relax.Expr], side: str) -> int | None:

@@ -16,13 +16,14 @@ TVM's lowering.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from tvm import relax, te, tirx
-from tvm.relax.dpl import DFPattern, is_const, is_op, rewrite_call, wildcard
+from tvm.relax.dpl import DFPattern, rewrite_call
 
 from lowbit.compiler.codegen.tvm_kernel_intrins import DEPTH
+from lowbit.compiler.codegen.tvm_kernel_patterns import ConstantProduct
 
 GemmCall = Callable[[relax.Expr, str, np.ndarray, int, tirx.Expr], relax.Expr | None]
 """(activation ``[M, K]``, its dtype, ``[K, N]`` int32 weight values, zero point, M) -> the
@@ -82,20 +83,6 @@ def im2col_prim_func(shape: ConvShape, dtype: str, zero_point: int) -> tirx.Prim
     return te.create_prim_func([x, cols]).without_attr("global_symbol")
 
 
-@dataclass(frozen=True)
-class _Pattern:
-    shifted: bool
-    x: DFPattern = field(default_factory=wildcard)
-    zero_point: DFPattern = field(default_factory=is_const)
-    weight: DFPattern = field(default_factory=is_const)
-
-    def conv(self) -> DFPattern:
-        wide = is_op("relax.astype")(self.x).has_dtype("int32")
-        if self.shifted:
-            wide = is_op("relax.subtract")(wide, self.zero_point)
-        return is_op("relax.nn.conv2d")(wide, self.weight).has_dtype("int32")
-
-
 def _conv_shape(call: relax.Call, x: relax.Expr, weight: np.ndarray) -> ConvShape | None:
     attrs = call.attrs
     if (attrs.groups != 1 or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW"
@@ -113,10 +100,10 @@ def rewrite_convs(builder: relax.BlockBuilder, gemm: GemmCall) -> None:
     """Rewrites every matched convolution of the builder's Relax functions in place."""
     im2cols: dict[tuple, relax.GlobalVar] = {}
     for shifted in (True, False):
-        pattern = _Pattern(shifted)
+        pattern = ConstantProduct("relax.nn.conv2d", shifted)
 
         def rewrite(call: relax.Call, matches: dict[DFPattern, relax.Expr],
-                    pattern: _Pattern = pattern) -> relax.Expr:
+                    pattern: ConstantProduct = pattern) -> relax.Expr:
             if not isinstance(call, relax.Call):  # rewrite_call may pass a declined match's var
                 return call
             x, weight = matches[pattern.x], matches[pattern.weight].value.numpy()
@@ -147,7 +134,7 @@ def rewrite_convs(builder: relax.BlockBuilder, gemm: GemmCall) -> None:
 
         for gv, func in builder.get().functions_items():
             if isinstance(func, relax.Function):
-                builder.update_func(gv, rewrite_call(pattern.conv(), rewrite, func))
+                builder.update_func(gv, rewrite_call(pattern.product(), rewrite, func))
 
 
 __all__ = ["ConvShape", "GemmCall", "im2col_prim_func", "rewrite_convs"]

@@ -13,7 +13,10 @@ float node(s) it implements, so relevance and reports still point at the user's 
 Activation dtypes: int8 for values that feed products (linear, conv, matmul) and for the rest
 by default; int16 for graph outputs and for values whose consumers are the I-BERT
 nonlinearities, residual adds or other elementwise arithmetic, where 8 bits would cost
-accuracy for no speed.
+accuracy for no speed. One exception among product inputs: GELU's output (heavy-tailed, the
+largest single error of 8-bit BERT, see BENCHMARKS.md) gets 15-bit codes in int16 when the
+reading linear's int32 accumulator provably holds them with the actual weight codes
+(W8A16 for that layer; the products stay exact in int32).
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ from lowbit.compiler.ir import Graph, Node
 from lowbit.compiler.ops.integer import INT_RANGES
 from lowbit.kernels import dyadic
 from lowbit.passes.quantize.qparams import (EXACT_INT64, QParams, activation_qparams,
-                                            quantize_tensor)
+                                            quantize_tensor, quantize_weight_per_channel)
 
 WIDE_CONSUMERS = frozenset({"softmax", "gelu", "layer_norm", "add", "sub", "mul", "div",
                             "sqrt", "pow", "reduce_mean", "reduce_sum"})
 PRODUCT_CONSUMERS = frozenset({"linear", "conv", "matmul"})
 SYMMETRIC_CONSUMERS = frozenset({"div", "sqrt", "pow"})
+WIDE_PRODUCT_SOURCES = frozenset({"gelu"})
+WIDE_PRODUCT_BITS = 15
 BOUNDARY_OPS = frozenset({"quantize", "dequantize"})
 
 
@@ -132,9 +137,38 @@ class LoweringContext:
         dtype = self.options.wide_dtype if wide else "int8"
         symmetric = self.options.symmetric_activations or bool(consumers & SYMMETRIC_CONSUMERS)
         lo, hi = self.range_of(float_name)
+        if not wide and bits is None:
+            wide_codes = activation_qparams(lo, hi, self.options.wide_dtype, symmetric,
+                                            WIDE_PRODUCT_BITS)
+            if self._wide_product_input(float_name, users, wide_codes):
+                return wide_codes
         narrow = bits or self.options.activation_bits
         return activation_qparams(lo, hi, dtype, symmetric,
                                   None if wide or narrow >= 8 else narrow)
+
+    def _wide_product_input(self, float_name: str, users: Iterable[Node], codes: QParams
+                            ) -> bool:
+        """A heavy-tailed value (GELU's output) read only by linears whose int32 accumulator
+        provably holds its 15-bit ``codes``: for every output channel, the interval sum of
+        ``w_q[o, k] * (code - zero_point)`` over the code range stays inside ``±2^30``,
+        leaving half of int32 for the bias."""
+        producer = self.producer.get(float_name)
+        readers = list(users)
+        if (producer is None or producer.op not in WIDE_PRODUCT_SOURCES or not readers
+                or self.options.activation_bits < 8 or self.options.block_size):
+            return False
+        for reader in readers:
+            weight = self.constant(reader.inputs[1]) if reader.op == "linear" else None
+            if weight is None or reader.inputs[0] != float_name:
+                return False
+            w_q, _ = quantize_weight_per_channel(weight, self.weight_bits(reader))
+            w_q = w_q.astype(np.int64)
+            low, high = codes.qmin - codes.zero_point, codes.qmax - codes.zero_point
+            most = np.maximum(np.abs(np.minimum(w_q * low, w_q * high).sum(axis=1)),
+                              np.abs(np.maximum(w_q * low, w_q * high).sum(axis=1)))
+            if most.max() >= 1 << 30:
+                return False
+        return True
 
     def sole_consumer(self, float_name: str) -> Node | None:
         users = self.users.get(float_name, [])
