@@ -26,7 +26,7 @@ class Suite:
 
 SUITE_MODULES = ("lowbit.bench.accuracy_suite", "lowbit.bench.speed_suite",
                  "lowbit.bench.passes_suite", "lowbit.bench.mixed_suite",
-                 "lowbit.bench.blocks_suite")
+                 "lowbit.bench.blocks_suite", "lowbit.bench.pipeline_suite")
 _SUITES: dict[str, Suite] = {}
 
 
