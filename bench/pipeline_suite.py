@@ -5,9 +5,10 @@ another's.
 Two rows per model: the pass pipeline alone (capture, the family's passes, calibration,
 integer lowering and the overflow proof: ``compile_graph``) and the whole main job
 (``lowbit compile MODEL --out DIR``: the same plus ONNX export, the TVM build for this host and
-the measured HTML/JSON report). Peak memory is the child's maximum resident set size as the
-kernel reports it (``os.wait4``). The main job issue's target: MiniLM's pipeline under 60 s
-and 2 GB.
+the measured HTML/JSON report). Peak memory is the child's own high-water resident set size
+(``VmHWM`` of ``/proc/self/status``, written by the child as it exits): ``ru_maxrss`` from
+``wait4`` would also count the parent's pages the child shared between fork and exec. The
+main job issue's target: MiniLM's pipeline under 60 s and 2 GB.
 """
 
 from __future__ import annotations
@@ -33,6 +34,21 @@ compile_graph(capture_bundled(name), get_model(name).sample_inputs(samples, "cal
               CompileOptions(progress=False))
 """
 TARGET_SECONDS, TARGET_BYTES = 60.0, 2 << 30
+HIGH_WATER_WRAPPER = """
+import atexit, runpy, sys
+report, code, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+
+def high_water():
+    with open("/proc/self/status") as status, open(report, "w") as out:
+        out.write(next(l.split()[1] for l in status if l.startswith("VmHWM:")))
+
+atexit.register(high_water)
+sys.argv = ["-c", *args]
+if code.startswith("-m "):
+    runpy.run_module(code[3:], run_name="__main__")
+else:
+    exec(compile(code, "<pipeline>", "exec"))
+"""
 
 
 @dataclass(frozen=True)
@@ -42,24 +58,28 @@ class Usage:
     returncode: int
 
 
-def measure_child(argv: Sequence[str]) -> Usage:
-    """Wall time, peak resident memory and exit status of one child process."""
-    started = time.perf_counter()
-    child = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return Usage(time.perf_counter() - started, usage.ru_maxrss * 1024, child.returncode)
+def measure_child(code: str, args: Sequence[str] = ()) -> Usage:
+    """Wall time, peak resident memory and exit status of a fresh Python running ``code``
+    (source text, or ``-m MODULE``) with ``args`` as its ``sys.argv[1:]``."""
+    with tempfile.TemporaryDirectory(prefix="lowbit-hwm-") as folder:
+        report = os.path.join(folder, "vmhwm")
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", HIGH_WATER_WRAPPER, report, code, *args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        seconds = time.perf_counter() - started
+        with open(report) as kib:
+            return Usage(seconds, int(kib.read()) * 1024, done.returncode)
 
 
 def _rows(name: str, samples: int) -> list[tuple[str, Usage]]:
     with tempfile.TemporaryDirectory(prefix="lowbit-bench-") as folder:
         return [
             ("pass pipeline (`compile_graph`)",
-             measure_child([sys.executable, "-c", PIPELINE_SCRIPT, name, str(samples)])),
+             measure_child(PIPELINE_SCRIPT, [name, str(samples)])),
             ("main job (`lowbit compile`)",
-             measure_child([sys.executable, "-m", "lowbit.cli.main", "compile", name,
-                            "--calib-samples", str(samples), "--out",
-                            os.path.join(folder, name)])),
+             measure_child("-m lowbit.cli.main", ["compile", name, "--calib-samples",
+                                                  str(samples), "--out",
+                                                  os.path.join(folder, name)])),
         ]
 
 
