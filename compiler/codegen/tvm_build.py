@@ -29,6 +29,7 @@ from tvm import relax
 
 from lowbit.compiler.codegen.tvm_emit import to_relax
 from lowbit.compiler.codegen.tvm_kernels import int8_gemm
+from lowbit.compiler.codegen.tvm_store_order import canonical_store_order
 from lowbit.compiler.errors import LowbitError
 from lowbit.compiler.ir import Graph
 
@@ -118,7 +119,8 @@ def build(graph: Graph, target: str = "llvm") -> TvmExecutable:
     spec = target_spec(target)
     tvm_target = spec.make()
     module = to_relax(graph, spec.device)
-    executable = tvm.compile(module, tvm_target, relax_pipeline=spec.pipeline(tvm_target))
+    pipeline = tvm.transform.Sequential([spec.pipeline(tvm_target), canonical_store_order()])
+    executable = tvm.compile(module, tvm_target, relax_pipeline=pipeline)
     return TvmExecutable(executable, target)
 
 
