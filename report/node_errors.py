@@ -73,6 +73,10 @@ def node_errors(float_graph: Graph, integer_graph: Graph, feeds: Mapping[str, np
     carried = integer_graph.metadata.get("quantized_values", {})
     meta = integer_graph.metadata
     layer_bits = meta.get("layer_bits", {})
+    by_origin: dict[object, list[int]] = {}
+    for index, candidate in enumerate(integer_graph.nodes):
+        for origin in candidate.origin:
+            by_origin.setdefault(origin, []).append(index)
     rows = []
     for order, node in enumerate(float_graph.nodes):
         entry = carried.get(node.outputs[0])
@@ -83,7 +87,8 @@ def node_errors(float_graph: Graph, integer_graph: Graph, feeds: Mapping[str, np
         got = (codes.astype(np.float64) - entry["zero_point"]) * entry["scale"]
         if got.shape != want.shape:
             continue
-        implementing = [n for n in integer_graph.nodes if n.origin & node.origin]
+        implementing = [integer_graph.nodes[i] for i in
+                        sorted({i for origin in node.origin for i in by_origin.get(origin, ())})]
         span = float(np.ptp(want)) or 1.0
         rows.append(NodeError(
             node=node.name, op=node.op, order=order, sqnr_db=_sqnr(want, got),
