@@ -6,7 +6,11 @@ Every contender is W{4,8}A8: activations stay 8-bit, only the conv/linear weight
 so size is the weight bits alone. The ILP sees Hessian sensitivities from the calibration
 samples and nothing of the test split; every row is then scored by the model's own ``evaluate``
 over the whole test split. Random: an assignment drawn uniformly among those within the same
-size budget (``search.random_assignment``), median test accuracy over ``RANDOM_SEEDS`` draws.
+size budget (``search.random_assignment``), ``RANDOM_SEEDS`` draws. "Beats" (uniform INT4, or
+random: the mean over the draws, the expected result of a random assignment) means a higher
+test top-1 *and* a lower test NLL: on a 450-image split top-1 moves in 0.22-point steps, so a
+one-image top-1 win the cross-entropy of the same predictions contradicts is noise, not a win.
+The table also shows where the ILP's assignment ranks among the draws.
 A model without labels (MiniLM) is skipped with a note: its sensitivity is not cross-entropy.
 """
 
@@ -39,7 +43,7 @@ from lowbit.runtime import run_graph
 
 SIZE_FRACTION = 0.6
 MAX_DROP_VS_INT8 = 1.0
-RANDOM_SEEDS = (0, 1, 2, 3, 4)
+RANDOM_SEEDS = tuple(range(20))
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,11 @@ def _comparison(weighted: Row, mixed: Row) -> str:
             f"(NLL {mixed.nll:.4f})")
 
 
+def _beats(row: Row, accuracy: float, nll: float) -> bool:
+    """Higher top-1 and lower NLL (see the module docstring)."""
+    return row.accuracy > accuracy and row.nll < nll
+
+
 def _verdict(ok: bool) -> str:
     return "**PASS**" if ok else "**FAIL**"
 
@@ -123,7 +132,8 @@ def _render(name: str, model: BundledModel, layers: Sequence[QuantLayer],
             sens: Sequence[LayerSensitivity], rho: np.ndarray,
             rows: Sequence[Row], randoms: Sequence[Row], samples: int, seconds: float) -> str:
     int8, int4, mixed, weighted = rows
-    median = float(np.median([r.accuracy for r in randoms]))
+    mean = float(np.mean([r.accuracy for r in randoms]))
+    mean_nll = float(np.mean([r.nll for r in randoms]))
     lines = [f"### {name}", "", f"{model.description}. Hessian traces and calibration: "
              f"{samples} calibration samples; accuracy: the whole test split. "
              f"{seconds:.0f} s.", "",
@@ -140,8 +150,12 @@ def _render(name: str, model: BundledModel, layers: Sequence[QuantLayer],
     for row in [*rows, *randoms]:
         lines.append(f"| {row.name} | {row.size:.3f} | {row.assignment.count(8)} of "
                      f"{len(row.assignment)} | {row.accuracy:.2f}% | {row.nll:.4f} |")
-    median_nll = float(np.median([r.nll for r in randoms]))
-    lines.append(f"| random, median of {len(randoms)} | | | {median:.2f}% | {median_nll:.4f} |")
+    for label, statistic in (("median", np.median), ("mean", np.mean)):
+        lines.append(f"| random, {label} of {len(randoms)} | | | "
+                     f"{statistic([r.accuracy for r in randoms]):.2f}% | "
+                     f"{statistic([r.nll for r in randoms]):.4f} |")
+    below = sum(r.accuracy < mixed.accuracy for r in randoms)
+    below_nll = sum(r.nll > mixed.nll for r in randoms)
     drop = int8.accuracy - mixed.accuracy
     lines += ["", "Targets:",
               f"- {_verdict(mixed.size <= SIZE_FRACTION + 1e-9)} mixed size at most "
@@ -149,10 +163,13 @@ def _render(name: str, model: BundledModel, layers: Sequence[QuantLayer],
               f"- {_verdict(drop <= MAX_DROP_VS_INT8 + 1e-9)} mixed loses at most "
               f"{MAX_DROP_VS_INT8} point against INT8: {mixed.accuracy:.2f}% vs "
               f"{int8.accuracy:.2f}% ({-drop:+.2f} pt)",
-              f"- {_verdict(mixed.accuracy > int4.accuracy)} mixed beats uniform INT4: "
-              f"{mixed.accuracy:.2f}% vs {int4.accuracy:.2f}%",
-              f"- {_verdict(mixed.accuracy > median)} mixed beats random assignments of the same "
-              f"budget (median of {len(randoms)}): {mixed.accuracy:.2f}% vs {median:.2f}%",
+              f"- {_verdict(_beats(mixed, int4.accuracy, int4.nll))} mixed beats uniform INT4: "
+              f"{mixed.accuracy:.2f}% vs {int4.accuracy:.2f}%, NLL {mixed.nll:.4f} vs "
+              f"{int4.nll:.4f}",
+              f"- {_verdict(_beats(mixed, mean, mean_nll))} mixed beats random assignments of "
+              f"the same budget (mean of {len(randoms)}): {mixed.accuracy:.2f}% vs {mean:.2f}%, "
+              f"NLL {mixed.nll:.4f} vs {mean_nll:.4f}; better top-1 than {below} of "
+              f"{len(randoms)} draws, lower NLL than {below_nll}",
               "", f"Relevance weighting (not a target): {_comparison(weighted, mixed)}."]
     return "\n".join(lines) + "\n"
 
