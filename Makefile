@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 	# Test references that would otherwise pull torchvision/transformers extras (and a CUDA torch).
 	$(PY) -m pip install -q -c constraints.txt --no-deps zennit==0.5.1 lxt==2.1
 	$(PY) -m pip install -q -c constraints.txt click Pillow
+	# NNCF, a `lowbit bench` peer: its ONNX backend's own dependencies, not its numpy/networkx caps.
+	$(PY) -m pip install -q -c constraints.txt --no-deps nncf==2.19.0
+	$(PY) -m pip install -q -c constraints.txt jsonschema natsort openvino-telemetry pandas \
+		psutil pydot tabulate
 	$(PY) -c "import torch; assert torch.__version__ == '2.13.0+cpu', torch.__version__"
 	touch $@
 

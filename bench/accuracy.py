@@ -16,10 +16,11 @@ import numpy as np
 from tqdm import tqdm
 
 from lowbit.bench.contender import Contender, float_torch
-from lowbit.bench.lowbit_int8 import lowbit_float, lowbit_int8
+from lowbit.bench.lowbit_int8 import lowbit_float, lowbit_int8, lowbit_w4a8
 from lowbit.bench.neighbours import neighbour_agreement
-from lowbit.bench.peers_onnxruntime import onnxruntime_qdq
-from lowbit.bench.peers_pt2e import torch_pt2e
+from lowbit.bench.peers_nncf import nncf_int8, nncf_int8_transformer, nncf_version
+from lowbit.bench.peers_onnxruntime import onnxruntime_qdq, onnxruntime_qdq_w4a8
+from lowbit.bench.peers_pt2e import torch_pt2e, torch_pt2e_w4a8
 from lowbit.models import BundledModel
 from lowbit.models.bundled import ArrayDict, PredictFn
 
@@ -27,7 +28,16 @@ FLOAT = "float (torch)"
 LOWBIT_FLOAT = "lowbit float interpreter"
 LOWBIT_INT8 = "lowbit INT8 integer-only"
 ORT_QDQ = "onnxruntime QDQ INT8"
+NNCF = "NNCF INT8"
+NNCF_TRANSFORMER = "NNCF INT8 model_type=TRANSFORMER"
 PT2E = "torch PT2E INT8"
+LOWBIT_W4A8 = "lowbit W4A8 integer-only"
+ORT_W4A8 = "onnxruntime QDQ W4A8"
+PT2E_W4A8 = "torch PT2E W4A8"
+
+INT8_PEERS = (ORT_QDQ, NNCF, NNCF_TRANSFORMER, PT2E)
+W4A8_PEERS = (ORT_W4A8, PT2E_W4A8)
+"""Peer rows per setting. NNCF has no W4A8 row (see `peers_nncf`)."""
 
 CONTENDERS: tuple[Contender, ...] = (
     Contender(FLOAT, "the eager float32 torch module (reference)", float_torch),
@@ -38,8 +48,25 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender(ORT_QDQ, "legacy ONNX export (opset 17), `quant_pre_process`, `quantize_static` "
               "QDQ, per-channel int8 weights, int8 activations, MinMax; ORT CPU session",
               onnxruntime_qdq),
+    Contender(NNCF, f"NNCF {nncf_version() or '(not installed)'} `nncf.quantize` (ONNX "
+              "backend) on the same opset-17 export, `nncf.Dataset` of the calibration samples, "
+              "`subset_size` = all of them, default preset and options (symmetric per-channel "
+              "int8 weights, symmetric 8-bit activations, fast bias correction); ORT CPU session. "
+              "No W4A8 row: its ONNX backend writes only 8-bit Q/DQ", nncf_int8),
+    Contender(NNCF_TRANSFORMER, "as NNCF INT8 with `model_type=nncf.ModelType.TRANSFORMER`, "
+              "which NNCF documents for transformers (mixed preset: asymmetric activations; "
+              "transformer ignored patterns); also run on the CNN, where in effect only the "
+              "preset changes", nncf_int8_transformer),
     Contender(PT2E, "`torch.export`, torchao `prepare_pt2e` with X86InductorQuantizer default "
               "config, `convert_pt2e`; reference representation run eagerly", torch_pt2e),
+    Contender(LOWBIT_W4A8, "`compile_graph` with 4-bit per-channel weights and 8-bit "
+              "activations (`lowbit compile --bits w4a8`), other options at their defaults; "
+              "numpy int64 interpreter", lowbit_w4a8),
+    Contender(ORT_W4A8, "as onnxruntime QDQ INT8 with `weight_type=QInt4` (per-channel INT4 "
+              "weight initializers, `com.microsoft` Q/DQ ops as opset 17 has no int4 Q/DQ)",
+              onnxruntime_qdq_w4a8),
+    Contender(PT2E_W4A8, "as torch PT2E INT8 with the weight spec's range set to [-8, 7] "
+              "(4-bit codes in int8, per-channel symmetric)", torch_pt2e_w4a8),
 )
 
 OutputMetric = Callable[[np.ndarray, np.ndarray], dict[str, float]]

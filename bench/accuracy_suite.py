@@ -1,5 +1,6 @@
-"""The ``accuracy`` suite: float, lowbit INT8 and peer INT8 quantizers side by side, with the
-integer lowering issue's targets checked (tables from ``accuracy``, markdown from ``report``)."""
+"""The ``accuracy`` suite: float, lowbit INT8 and W4A8 and the peer quantizers at the same
+settings side by side, with the issue's targets checked (tables from ``accuracy``, markdown
+from ``report``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,6 @@ from lowbit.models import get_model
 from lowbit.models.bundled import ArrayDict
 
 
-@suite("accuracy", "accuracy of lowbit INT8 against float and peer INT8 quantizers")
+@suite("accuracy", "accuracy of lowbit INT8 and W4A8 against float and peer quantizers")
 def accuracy(names: Sequence[str], calib: Mapping[str, ArrayDict]) -> str:
     return render_tables([bench_model(get_model(name), calib[name]) for name in names])

@@ -14,6 +14,7 @@ import torch
 from lowbit import __version__
 from lowbit.bench.accuracy import CONTENDERS, FLOAT, ModelTable, Row
 from lowbit.bench.metrics import metric_format
+from lowbit.bench.peers_nncf import nncf_version
 from lowbit.bench.peers_pt2e import torchao_version
 from lowbit.bench.targets import Verdict, verdicts
 
@@ -21,7 +22,8 @@ from lowbit.bench.targets import Verdict, verdicts
 def versions() -> str:
     parts = {"lowbit": __version__, "torch": torch.__version__,
              "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
-             "torchao": torchao_version() or "not installed", "numpy": np.__version__,
+             "torchao": torchao_version() or "not installed",
+             "nncf": nncf_version() or "not installed", "numpy": np.__version__,
              "Python": platform.python_version()}
     return ", ".join(f"{name} {version}" for name, version in parts.items())
 

@@ -1,8 +1,8 @@
 """``lowbit bench MODEL|all [--suite NAME] [--calib-samples N] [--out FILE.md]``.
 
 Runs one benchmark suite (``lowbit.bench.suites``; default ``accuracy``: float torch, lowbit's
-float interpreter, lowbit INT8, onnxruntime QDQ INT8 and torch PT2E INT8 on the same
-calibration inputs) in one process, prints its markdown report with a provenance header and
+float interpreter, lowbit INT8 and W4A8, onnxruntime QDQ INT8 and W4A8, NNCF INT8, torch PT2E
+INT8 and W4A8 on the same calibration inputs) in one process, prints its markdown report with a provenance header and
 writes the same report to FILE.md (atomically) when asked.
 """
 
@@ -85,5 +85,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command("bench", "benchmark suites: accuracy, speed and passes, side by side with peers",
+COMMAND = Command("bench", "benchmark suites side by side with peers (lowbit bench --help)",
                   add_arguments, run)

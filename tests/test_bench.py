@@ -1,6 +1,7 @@
 """Smoke test of the accuracy benchmark: it runs end to end on digits-cnn with a few
 calibration samples and yields a well-formed table and report. No accuracy thresholds here;
-the targets are checked in the benchmark's own output."""
+the targets are checked in the benchmark's own output, and their logic on hand-made tables.
+The peers themselves are tested in ``test_peers.py``."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from lowbit.bench.accuracy import CONTENDERS, FLOAT, ModelTable, bench_model
+from lowbit.bench.accuracy import (CONTENDERS, FLOAT, LOWBIT_INT8, LOWBIT_W4A8, NNCF,
+                                   NNCF_TRANSFORMER, ORT_QDQ, ORT_W4A8, PT2E, PT2E_W4A8,
+                                   ModelTable, Row, bench_model)
 from lowbit.bench.neighbours import neighbour_agreement
 from lowbit.bench.report import provenance, render_tables
-from lowbit.bench.targets import TARGETS
+from lowbit.bench.targets import TARGETS, verdicts
 from lowbit.cli.bench_cmd import COMMAND
 from lowbit.compiler.errors import LowbitError
 from lowbit.models import get_model
@@ -55,6 +58,34 @@ def test_report_has_table_and_one_verdict_per_target(table: ModelTable) -> None:
     verdicts = [line for line in lines if line.startswith(("- **PASS**", "- **FAIL**",
                                                            "- **N/A**"))]
     assert len(verdicts) == sum(t.model == "digits-cnn" for t in TARGETS)
+
+
+def _hand_table(accuracy: dict[str, float]) -> ModelTable:
+    rows = tuple(Row(name, {"accuracy": value}, 0.0, 450) for name, value in accuracy.items())
+    return ModelTable("digits-cnn", "hand-made", 8, rows)
+
+
+HAND_ACCURACY = {FLOAT: 0.990, LOWBIT_INT8: 0.985, ORT_QDQ: 0.986, NNCF: 0.990,
+                 NNCF_TRANSFORMER: 0.987, PT2E: 0.984, LOWBIT_W4A8: 0.970, ORT_W4A8: 0.960,
+                 PT2E_W4A8: 0.970}
+
+
+@pytest.mark.parametrize("changes, labels", [
+    # 0.5 pt below float (allowed); 0.5 pt below NNCF, the best INT8 peer (0.3 allowed);
+    # W4A8 level with PT2E: not better
+    ({}, ["PASS", "FAIL", "FAIL"]),
+    # 0.2 pt below the best INT8 peer, now NNCF's transformer row; W4A8 0.1 pt above PT2E
+    ({NNCF: 0.980, LOWBIT_W4A8: 0.971}, ["PASS", "PASS", "PASS"]),
+    ({NNCF: 0.980, NNCF_TRANSFORMER: 0.989, LOWBIT_W4A8: 0.971}, ["PASS", "FAIL", "PASS"]),
+    ({LOWBIT_INT8: 0.979, PT2E_W4A8: 0.950}, ["FAIL", "FAIL", "PASS"]),
+    ({NNCF: None, ORT_W4A8: None}, ["PASS", "N/A", "N/A"]),
+    ({LOWBIT_INT8: None, LOWBIT_W4A8: None}, ["N/A", "N/A", "N/A"]),
+])
+def test_targets_against_best_peer(changes: dict[str, float | None], labels: list[str]) -> None:
+    accuracy = {name: value for name, value in (HAND_ACCURACY | changes).items()
+                if value is not None}
+    got = {v.target.description: v.label for v in verdicts(_hand_table(accuracy))}
+    assert list(got.values()) == labels, got
 
 
 def test_neighbour_agreement_hand_example() -> None:
