@@ -164,6 +164,34 @@ def test_four_bit_activations_stay_in_range_and_bit_exact(tmp_path) -> None:
         np.testing.assert_array_equal(ours[name], theirs[name])
 
 
+def test_four_bit_attention_probabilities_round_to_fifteenths(tmp_path) -> None:
+    """W4A4 on the digits ViT: A @ V reads 4-bit probability codes (A4 means every product
+    input), ``k / 15`` rounded to nearest from the softmax of the integer logits, not floored;
+    ONNX Runtime agrees bit for bit."""
+    model = get_model("digits-vit")
+    program = compile_graph(capture_bundled(model.name), model.sample_inputs(64, "calib"),
+                            CompileOptions(bits=4, activation_bits=4, progress=False)
+                            ).integer_graph
+    feeds = model.sample_inputs(16, "test")
+    values = run_graph(program, feeds, keep=True)
+    softmaxes = [n for n in program.nodes if n.op == "int_softmax"]
+    assert len(softmaxes) == 2
+    for node in softmaxes:
+        carried = program.metadata["quantized_values"][node.name.rsplit(".", 1)[0]]
+        assert carried["scale"] == pytest.approx(1 / 15) and carried["zero_point"] == 0
+        codes = values[carried["codes"]].astype(np.float64)
+        logits = values[node.inputs[0]].astype(np.float64) * node.attrs["scale"]
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        wanted = 15 * probs / probs.sum(-1, keepdims=True)
+        assert codes.min() >= 0 and codes.max() <= 15
+        assert np.abs(codes - wanted).max() <= 1.0  # i-exp's error can cross a boundary
+        assert np.mean(codes == np.rint(wanted)) > 0.99  # floor(wanted) matches ~83% here
+    export_onnx(program, tmp_path / "vit_w4a4.onnx")
+    theirs = run_onnxruntime(str(tmp_path / "vit_w4a4.onnx"), feeds)
+    for name, ours in run_graph(program, feeds).items():
+        np.testing.assert_array_equal(ours, theirs[name])
+
+
 def test_float_op_inside_is_named() -> None:
     graph, out = _one_linear_graph()
     program, _ = lower_graph(graph, {"x": (-1.0, 1.0), "fc": (-4.0, 4.5), out: (0.0, 4.5)})

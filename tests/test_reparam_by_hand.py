@@ -14,7 +14,9 @@ from lowbit.passes.awq import GRID, AwqSearch
 from lowbit.passes.equalize import CrossLayerEqualization
 from lowbit.passes.equalize_attention import QueryKeyEqualization
 from lowbit.passes.manager import PassManager
+from lowbit.passes.quantize.calibrate import FIXED_RANGES_KEY, calibrate
 from lowbit.passes.quantize.lowering_log2 import log2_code_table
+from lowbit.passes.quantize.observers import quantile_search_ranges
 from lowbit.passes.repq_vit_layernorm import RepqVitLayerNorm
 from lowbit.passes.repq_vit_softmax import LOG2_SOFTMAX_KEY, RepqVitSoftmax
 from lowbit.passes.smooth_quant import SmoothQuant
@@ -98,6 +100,11 @@ def test_smooth_quant_by_hand() -> None:
     assert layer["act_channel_spread_after"] == pytest.approx(1.0)
 
 
+# RepQ-ViT's quantile search: with each row three times, every searched quantile of a channel
+# (0.999 ... 0.99999 and their complements) interpolates between equal extremes.
+REPQ_CALIB = {"x": np.tile(CALIB["x"], (3, 1))}
+
+
 def test_repq_vit_layernorm_by_hand() -> None:
     # Channel ranges [-4, 4] and [0, 2] (gamma [4, 1], beta [0, 1]) at 4 bits:
     # D = [8/15, 2/15], z = [7.5, 0]; mean D = 1/3, mean z = 3.75; r = D / mean D = [1.6, 0.4];
@@ -105,7 +112,7 @@ def test_repq_vit_layernorm_by_hand() -> None:
     # beta' = beta / r - b = [1.25, 1.25]; W' = W r = [[1.6, 0.4]], bias' = W' b = -1.5.
     # Both channels now span [-1.25, 3.75] = [-mean z * mean D, (15 - mean z) mean D].
     graph = norm_linear([4, 1], [0, 1], [[1, 1]])
-    result = RepqVitLayerNorm(CALIB, activation_bits=4).run(graph)
+    result = RepqVitLayerNorm(REPQ_CALIB, activation_bits=4).run(graph)
     gamma, beta = _constants(result.graph, "ln")
     weight, bias = _constants(result.graph, "fc")
     np.testing.assert_allclose(gamma, [2.5, 2.5], rtol=1e-5)
@@ -114,11 +121,31 @@ def test_repq_vit_layernorm_by_hand() -> None:
     np.testing.assert_allclose(bias, [-1.5], rtol=1e-5)
     np.testing.assert_allclose(row(result.stats, "layers", "ln")["range_after"], [-1.25, 3.75],
                                rtol=1e-5)
+    # RepQ-ViT deploys that layer-wise quantizer as it is: calibration keeps the range
+    ln_out = result.graph.node("ln").outputs[0]
+    np.testing.assert_allclose(result.graph.metadata[FIXED_RANGES_KEY][ln_out], [-1.25, 3.75],
+                               rtol=1e-5)
+    kept = calibrate(result.graph, {"x": np.array([[9, 0]], np.float32)}, progress=False)
+    np.testing.assert_allclose(kept.ranges[ln_out], [-1.25, 3.75], rtol=1e-5)
+
+
+def test_quantile_search_clips_rare_outliers_by_hand() -> None:
+    # 99,998 ones and two 100s at 4 bits. Quantiles 0.999 and 0.9999 give [0, 1]: the ones are
+    # exact (1 = 15 / 15), the outliers lose 99 each, error 2 * 99^2 = 19602. Quantile 0.99999
+    # (position 99999 * 0.99999 > 99998) gives [0, 100]: step 100 / 15, the outliers are exact
+    # and every 1 rounds to 0, error 99998. The second channel has no outlier: [-1, 2].
+    data = np.ones((100_000, 2))
+    data[-2:, 0] = 100.0
+    data[::2, 1] = -1.0
+    data[1::4, 1] = 2.0
+    lo, hi = quantile_search_ranges(data, 4)
+    np.testing.assert_allclose(lo, [0.0, -1.0])
+    np.testing.assert_allclose(hi, [1.0, 2.0])
 
 
 def test_a_norm_with_another_reader_is_duplicated_with_its_origin() -> None:
     graph = norm_linear([4, 1], [0, 1], [[1, 1]], residual=True)
-    result, _ = PassManager([RepqVitLayerNorm(CALIB, activation_bits=4)]).run(graph)
+    result, _ = PassManager([RepqVitLayerNorm(REPQ_CALIB, activation_bits=4)]).run(graph)
     norms = [n for n in result.nodes if n.op == "layer_norm"]
     assert len(norms) == 2 and norms[0].origin == norms[1].origin
     np.testing.assert_allclose(_constants(result, "ln")[0], [4, 1])  # the residual's copy

@@ -2,7 +2,9 @@
 
 The float reference interpreter runs batch by batch (with a progress bar); one observer per
 float-valued activation keeps its statistics. Constants are not observed (weights get their
-own per-channel ranges in the lowering). Calibration arrays follow the CLI contract: one array
+own per-channel ranges in the lowering). A value whose quantizer a float pass already chose
+(listed in ``graph.metadata[FIXED_RANGES_KEY]``, e.g. RepQ-ViT's layer-wise quantizer after
+reparameterization) keeps that range. Calibration arrays follow the CLI contract: one array
 per graph input, keyed by name, the first axis is the sample axis.
 """
 
@@ -21,6 +23,9 @@ from lowbit.compiler.fileio import write_text_atomically
 from lowbit.compiler.ir import Graph
 from lowbit.passes.quantize.observers import OBSERVERS, RangeObserver
 from lowbit.runtime.interpreter import run_graph
+
+FIXED_RANGES_KEY = "fixed_ranges"
+"""Graph metadata: value -> [lo, hi] chosen by a float pass; calibration does not observe it."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,10 @@ def calibrate(graph: Graph, data: Mapping[str, np.ndarray], *, method: str = "mi
             observer.observe(values[name])
             if values[name].ndim and values[name].dtype.kind == "f":
                 _update_channel_absmax(channel_absmax, name, values[name])
-    return Calibration(method, {v: o.range() for v, o in observers.items()}, total,
-                       channel_absmax)
+    ranges = {v: o.range() for v, o in observers.items()}
+    ranges.update({v: (float(lo), float(hi))
+                   for v, (lo, hi) in graph.metadata.get(FIXED_RANGES_KEY, {}).items()})
+    return Calibration(method, ranges, total, channel_absmax)
 
 
 def _update_channel_absmax(store: dict[str, np.ndarray], name: str, values: np.ndarray) -> None:

@@ -17,7 +17,8 @@ from lowbit.compiler.errors import LowbitError, UnsupportedOpError
 from lowbit.compiler.ir import Node
 from lowbit.compiler.ops import OP_TABLE
 from lowbit.compiler.ops.integer import INT_RANGES, gelu_plan
-from lowbit.passes.quantize.lowering import ConsumerCodes, LoweringContext, dyadic_or_zero
+from lowbit.passes.quantize.lowering import (PRODUCT_CONSUMERS, ConsumerCodes, LoweringContext,
+                                             dyadic_or_zero)
 from lowbit.passes.quantize.qparams import (QParams, activation_qparams,
                                             quantize_weight_per_channel, quantize_tensor)
 from lowbit.passes.scale_folding import MIGRATED_KEY
@@ -26,6 +27,8 @@ from lowbit.passes.smooth_quant import smoothing_scales
 Rule = Callable[[LoweringContext, Node], None]
 LOWERING_RULES: dict[str, Rule] = {}
 ADD_MULT_BITS = 30
+SOFTMAX_WIDE_BITS = 16
+"""Probability bits of ``int_softmax`` before rounding to narrower product-input codes."""
 
 
 def rule(*ops: str) -> Callable[[Rule], Rule]:
@@ -288,10 +291,22 @@ def lower_softmax(ctx: LoweringContext, node: Node) -> None:
     if lower_log2_attention(ctx, node):  # RepQ-ViT log2 codes and shift-only A @ V
         return
     codes, qparams = ctx.value(node.inputs[0])
-    out = ctx.emit("int_softmax", [codes], node.origin,
-                   {"axis": node.attrs.get("axis", -1), "scale": qparams.scale, "out_bits": 8},
-                   node.name)
-    ctx.bind(node.outputs[0], out, QParams(2.0**-8, 0, "uint8"))
+    bits = ctx.options.activation_bits
+    readers = {u.op for u in ctx.users.get(node.outputs[0], [])}
+    if bits >= 8 or not readers & PRODUCT_CONSUMERS:
+        out = ctx.emit("int_softmax", [codes], node.origin,
+                       {"axis": node.attrs.get("axis", -1), "scale": qparams.scale,
+                        "out_bits": 8}, node.name)
+        ctx.bind(node.outputs[0], out, QParams(2.0**-8, 0, "uint8"))
+        return
+    # probabilities read by A @ V at A<8: uniform codes k / (2^b - 1), rounded to nearest from
+    # 16-bit probabilities (flooring straight to b bits would bias every probability down)
+    probs = ctx.emit("int_softmax", [codes], node.origin,
+                     {"axis": node.attrs.get("axis", -1), "scale": qparams.scale,
+                      "out_bits": SOFTMAX_WIDE_BITS}, f"{node.name}.p{SOFTMAX_WIDE_BITS}")
+    out_q = QParams(1.0 / ((1 << bits) - 1), 0, "uint8", bits=bits)
+    ctx.bind(node.outputs[0], ctx.requantize(probs, 2.0**-SOFTMAX_WIDE_BITS / out_q.scale,
+                                             out_q, node.origin, node.name), out_q)
 
 
 @rule("gelu")

@@ -5,7 +5,8 @@ Each observer sees every calibration batch of one tensor and returns a clipping 
 element of each batch) so memory stays flat on long calibration runs. The MSE observer picks
 the symmetric or affine 8-bit clipping range whose fake-quantization error on that subsample is
 smallest (a grid over shrink factors of the min/max range), as in the "MSE" calibrators of
-TensorRT and NNCF.
+TensorRT and NNCF. ``quantile_search_ranges`` is RepQ-ViT's per-channel range search (Li et al.,
+ICCV 2023), used by the ``repq-vit-layernorm`` pass before it reparameterizes.
 """
 
 from __future__ import annotations
@@ -70,6 +71,29 @@ def mse_optimal_range(data: np.ndarray, lo: float, hi: float, bits: int,
         if error < best[0]:
             best = (error, *candidate)
     return best[1], best[2]
+
+
+SEARCH_QUANTILES = (0.999, 0.9999, 0.99999)
+"""RepQ-ViT's candidate clipping quantiles (``zkkli/RepQ-ViT`` ``UniformQuantizer``)."""
+
+
+def quantile_search_ranges(data: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """RepQ-ViT's range search, per column of ``data`` ``[rows, columns]``: of the clipping
+    ranges ``[quantile(1 - p), quantile(p)]`` for ``p`` in ``SEARCH_QUANTILES``, each widened to
+    contain 0, the one whose ``bits``-bit affine fake quantization has the smallest L2 error."""
+    data = np.asarray(data, np.float64)
+    best_error = np.full(data.shape[1], np.inf)
+    best_lo, best_hi = np.zeros(data.shape[1]), np.zeros(data.shape[1])
+    for p in SEARCH_QUANTILES:
+        lo = np.minimum(np.quantile(data, 1.0 - p, axis=0), 0.0)
+        hi = np.maximum(np.quantile(data, p, axis=0), 0.0)
+        scale = np.maximum(hi - lo, 1e-12) / ((1 << bits) - 1)
+        codes = np.clip(np.rint((data - lo) / scale), 0, (1 << bits) - 1)
+        error = np.square(codes * scale + lo - data).sum(axis=0)
+        better = error < best_error
+        best_error = np.where(better, error, best_error)
+        best_lo, best_hi = np.where(better, lo, best_lo), np.where(better, hi, best_hi)
+    return best_lo, best_hi
 
 
 OBSERVERS = ("minmax", "percentile", "mse")
