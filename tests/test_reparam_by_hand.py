@@ -273,5 +273,8 @@ def test_default_passes_follow_the_model_family() -> None:
     from tests.graphs import conv_relu_linear
 
     assert default_passes(conv_relu_linear()) == ("equalize",)
+    assert default_passes(conv_relu_linear(), bits=4) == ("equalize",)
     assert default_passes(norm_linear([1, 1], [0, 0], [[1, 1]])) == ()
+    assert default_passes(norm_linear([1, 1], [0, 0], [[1, 1]]), bits=4) == ("awq",)
     assert default_passes(linear_relu_linear()) == ()
+    assert default_passes(linear_relu_linear(), bits=4) == ()
