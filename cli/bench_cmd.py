@@ -2,8 +2,9 @@
 
 Runs one benchmark suite (``lowbit.bench.suites``; default ``accuracy``: float torch, lowbit's
 float interpreter, lowbit INT8 and W4A8, onnxruntime QDQ INT8 and W4A8, NNCF INT8, torch PT2E
-INT8 and W4A8 on the same calibration inputs) in one process, prints its markdown report with a provenance header and
-writes the same report to FILE.md (atomically) when asked.
+INT8 and W4A8 on the same calibration inputs) in one process and prints its markdown report
+with a provenance header. With ``--out`` it also writes the report to FILE.md (atomically) and
+the suite's pictures beside it (FILE-NAME.png, linked from the report).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import argparse
 import shlex
 import sys
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
+from pathlib import Path
 
 from lowbit.cli.command import Command
 from lowbit.compiler.errors import LowbitError
-from lowbit.compiler.fileio import write_text_atomically
+from lowbit.compiler.fileio import write_atomically, write_text_atomically
 from lowbit.models import get_model, model_names
 from lowbit.models.bundled import ArrayDict
 
@@ -56,7 +59,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from lowbit.bench.report import provenance
-    from lowbit.bench.suites import suites
+    from lowbit.bench.suites import suite_output, suites
 
     available = suites()
     if args.suite not in available:
@@ -75,14 +78,30 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise LowbitError(f"--calib-samples: {err}", file=name) from None
     started, clock = datetime.now(timezone.utc), time.perf_counter()
-    body = chosen.run(names, calib)
+    output = suite_output(chosen.run(names, calib))
     report = provenance(chosen.title, command_line(args), started,
-                        time.perf_counter() - clock) + "\n\n" + body
+                        time.perf_counter() - clock) + "\n\n" + output.markdown
+    if args.out is not None and output.figures:
+        report += "\n" + "\n".join(f"![{name}]({path.name})" for name, path
+                                   in _write_figures(Path(args.out), output.figures).items()) + "\n"
+    elif output.figures:
+        print(f"pictures ({', '.join(output.figures)}) are written with --out", file=sys.stderr)
     print(report, end="")
     if args.out is not None:
         write_text_atomically(args.out, report)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def _write_figures(out: Path, figures: Mapping[str, bytes]) -> dict[str, Path]:
+    """Each picture as ``<out stem>-<name>.png`` beside the report; returns the paths."""
+    written = {}
+    for name, png in figures.items():
+        path = out.with_name(f"{out.stem}-{name}.png")
+        write_atomically(path, lambda stream, data=png: stream.write(data))
+        print(f"wrote {path}", file=sys.stderr)
+        written[name] = path
+    return written
 
 
 COMMAND = Command("bench", "benchmark suites side by side with peers (lowbit bench --help)",

@@ -9,19 +9,21 @@ from collections.abc import Mapping, Sequence
 DPI = 110
 
 
-def _png(figure: object) -> bytes:
+def png_bytes(figure: object) -> bytes:
+    """The figure as PNG bytes."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     return buffer.getvalue()
 
 
-def _figure(width: float, height: float):  # -> (Figure, Axes)
+def figure_with_axes(width: float, height: float, columns: int = 1):  # -> (Figure, Axes...)
+    """A pyplot-free figure on an Agg canvas with ``columns`` side-by-side axes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width, height))
     FigureCanvasAgg(figure)
-    return figure, figure.subplots()
+    return figure, figure.subplots(1, columns)
 
 
 def sqnr_png(names: Sequence[str], sqnr_db: Sequence[float | None]) -> bytes:
@@ -29,17 +31,17 @@ def sqnr_png(names: Sequence[str], sqnr_db: Sequence[float | None]) -> bytes:
     finite = [v for v in sqnr_db if v is not None]
     ceiling = (max(finite) if finite else 0.0) + 5.0
     values = [ceiling if v is None else v for v in sqnr_db]
-    figure, axes = _figure(max(6.0, 0.12 * len(names)), 3.2)
+    figure, axes = figure_with_axes(max(6.0, 0.12 * len(names)), 3.2)
     axes.bar(range(len(values)), values, color=["#c44" if v < 20 else "#48a" for v in values])
     axes.set_ylabel("SQNR vs float (dB)")
     axes.set_xlabel("node, in graph order (red: below 20 dB)")
     axes.set_xticks([])
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def latency_png(latency: Mapping[str, float]) -> bytes:
-    figure, axes = _figure(4.5, 2.4)
+    figure, axes = figure_with_axes(4.5, 2.4)
     names = list(latency)
     axes.barh(names, [1e3 * latency[n] for n in names], color="#48a")
     axes.set_xlabel("median latency (ms)")
-    return _png(figure)
+    return png_bytes(figure)
