@@ -24,6 +24,8 @@ import numpy as np
 
 from lowbit.compiler.errors import InputError, LowbitError
 
+ALIGNMENT = 64
+"""Bytes from which TVM takes a tensor's data by DLPack (``tvm::ffi::Tensor::FromDLPack``)."""
 ModuleOrPath = Any  # lowbit.compiler.codegen.tvm_build.TvmExecutable | str | os.PathLike
 
 
@@ -41,17 +43,29 @@ class TvmProgram:
         self.signature: dict[str, Any] = json.loads(bytes(self.vm[SIGNATURE]().numpy()))
         self.inputs = [entry["name"] for entry in self.signature["inputs"]]
         self.outputs = [entry["name"] for entry in self.signature["outputs"]]
+        self._main = self.vm["main"]
+        self._on_cpu = self.device.dlpack_device_type() == tvm.cpu().dlpack_device_type()
+        self._dtypes = [np.dtype(entry["dtype"]) for entry in self.signature["inputs"]]
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import tvm
 
         arrays = self._checked(feeds)
         try:
-            result = self.vm["main"](*[tvm.runtime.tensor(a, self.device) for a in arrays])
+            result = self._main(*[self._tensor(tvm, a) for a in arrays])
         except (ValueError, RuntimeError) as err:
             raise InputError(f"the TVM module rejected the inputs: {err}") from None
         values = [result] if len(self.outputs) == 1 else list(result)
-        return {name: value.numpy() for name, value in zip(self.outputs, values, strict=True)}
+        # a copy either way (an output may be a constant of the module, or an input); on the CPU
+        # through DLPack, which is cheaper than TVM's own copy
+        return {name: np.from_dlpack(value).copy() if self._on_cpu else value.numpy()
+                for name, value in zip(self.outputs, values, strict=True)}
+
+    def _tensor(self, tvm: Any, array: np.ndarray) -> Any:
+        """The input on the device; on the CPU by DLPack, without a copy where it is aligned."""
+        if not self._on_cpu or array.ndim == 0 or array.size == 0:  # DLPack mangles those
+            return tvm.runtime.tensor(array, self.device)
+        return tvm.runtime.from_dlpack(aligned(array))
 
     def _checked(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         missing = [name for name in self.inputs if name not in feeds]
@@ -61,13 +75,25 @@ class TvmProgram:
         if extra:
             raise InputError(f"unknown input(s) {extra}; the program takes {self.inputs}")
         arrays = []
-        for entry in self.signature["inputs"]:
+        for entry, dtype in zip(self.signature["inputs"], self._dtypes, strict=True):
             array = np.ascontiguousarray(feeds[entry["name"]])
-            if str(array.dtype) != entry["dtype"] or array.ndim != len(entry["shape"]):
+            if array.dtype != dtype or array.ndim != len(entry["shape"]):
                 raise InputError(f"input {entry['name']!r} is {array.dtype}{list(array.shape)}, "
                                  f"expected {entry['dtype']}{entry['shape']}")
             arrays.append(array)
         return arrays
+
+
+def aligned(array: np.ndarray) -> np.ndarray:
+    """``array``, or a copy of it, starting on an ``ALIGNMENT``-byte boundary: TVM takes only
+    such data by DLPack (its kernels assume the alignment)."""
+    if array.ctypes.data % ALIGNMENT == 0:
+        return array
+    raw = np.empty(array.nbytes + ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    copy = raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    copy[...] = array
+    return copy
 
 
 def device_of(module: Any) -> str:

@@ -26,6 +26,7 @@ from tvm import relax  # noqa: E402
 from tvm.target import codegen  # noqa: E402
 
 from lowbit.compiler.codegen.tvm_emit import to_relax  # noqa: E402
+from lowbit.compiler.codegen.tvm_parallel_gate import MIN_ELEMENTS, MIN_MACS  # noqa: E402
 from lowbit.compiler.codegen.tvm_kernels import (KERNEL_ATTR, KERNEL_ROWS,  # noqa: E402
                                                  KernelRow, fits_int32, int8_gemm, kernel_row,
                                                  pack_weights)
@@ -133,7 +134,8 @@ def test_kernel_row_is_bit_exact(row: KernelRow, dtype: str, zero_point: int) ->
     graph = linear(dtype, (7, 96), adversarial_weights(72, 96), zero_point)
     vm, module = compiled(graph, HOST, row)
     assert kernels_used(module) == [f"int8_gemm/{row.name}"] and matmuls_left(module) == 0
-    for batch in (1, 2, 5):  # 7, 14 and 35 rows: none a multiple of the 4-row tile
+    # 7, 14 and 35 rows: none a multiple of the 4-row tile; then enough for the parallel branch
+    for batch in (1, 2, 5, MIN_MACS // (7 * 96 * 72) + 1):
         x = activations(dtype, (batch, 7, 96))
         got = vm["main"](tvm.runtime.tensor(x)).numpy()
         want = run_graph(graph, {graph.inputs[0]: x})[graph.outputs[0]]
@@ -206,7 +208,7 @@ def test_batched_matmul_is_bit_exact(a_dtype: str, b_dtype: str, a_zero: int, b_
     graph = one_op("int_matmul", [a, b], {"a_zero_point": a_zero, "b_zero_point": b_zero})
     vm, module = compiled(graph, HOST, ROWS["generic"])
     assert kernels_used(module) == ["int8_batched_matmul"] and matmuls_left(module) == 0
-    for batch in (1, 2):
+    for batch in (1, 2, MIN_MACS // (3 * rows * depth * columns) + 1):  # the last in parallel
         feeds = {graph.inputs[0]: activations(a_dtype, (batch, 3, rows, depth)),
                  graph.inputs[1]: activations(b_dtype, (batch, 3, depth, columns))}
         got = vm["main"](*[tvm.runtime.tensor(feeds[n]) for n in graph.inputs]).numpy()
@@ -244,9 +246,9 @@ def test_convolution_through_im2col_is_bit_exact(case: str) -> None:
                    {"x_zero_point": zero_point, "strides": strides, "pads": pads,
                     "dilations": dilations, "groups": 1})
     vm, module = compiled(graph, HOST, runnable_rows()[0])
-    assert kernels_used(module) == [f"int8_gemm/{runnable_rows()[0].name}"]
+    assert sorted(kernels_used(module)) == ["im2col", f"int8_gemm/{runnable_rows()[0].name}"]
     assert "conv2d" not in module["main"].script()
-    for batch in (1, 3):
+    for batch in (1, 3, MIN_ELEMENTS // int(np.prod(x_shape)) + 1):  # the last one in parallel
         x = activations(dtype, (batch,) + x_shape)
         got = vm["main"](tvm.runtime.tensor(x)).numpy()
         assert np.array_equal(got, run_graph(graph, {graph.inputs[0]: x})[graph.outputs[0]])

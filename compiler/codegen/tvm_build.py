@@ -6,7 +6,8 @@ Targets are made from dicts (TVM 0.27 refuses ``"llvm -mcpu=..."`` strings):
   Relax pipeline (legalize, fold constants, fuse, lower), after ``tvm_kernels.int8_gemm``
   puts int8 x constant-int8 products and ungrouped convolutions (im2col) on a GEMM kernel
   tensorized for the CPU's dot-product instructions (VNNI, AVX2, aarch64 sdot) and attention
-  products on a scheduled batched kernel; the other kernels are not scheduled.
+  products on a scheduled batched kernel; every other fused kernel gets the default CPU
+  schedule of ``tvm_schedule_cpu`` (inlined, vectorized, parallel for large calls).
 - ``cuda``: ``sm_90`` with an LLVM host. The CUDA default pipeline minus dlight's
   ``gpu.Matmul`` rule, which fails on integer matmuls with requantization epilogues (block
   inlining errors, tensor-core fragment errors at 256^3); GEMV, Reduction, GeneralReduction
@@ -28,7 +29,7 @@ import tvm
 from tvm import relax
 
 from lowbit.compiler.codegen.tvm_emit import to_relax
-from lowbit.compiler.codegen.tvm_kernels import int8_gemm
+from lowbit.compiler.codegen.tvm_schedule_cpu import scheduled_passes
 from lowbit.compiler.codegen.tvm_store_order import canonical_store_order
 from lowbit.compiler.errors import LowbitError
 from lowbit.compiler.ir import Graph
@@ -65,8 +66,18 @@ def _aarch64_target() -> tvm.target.Target:
 
 
 def _cpu_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
-    # int8 products onto the target's tensorized GEMM kernel first (tvm_kernels), then TVM's.
-    return tvm.transform.Sequential([int8_gemm(target), relax.get_default_pipeline(target)])
+    # int8 products onto the target's tensorized GEMM kernel first (tvm_kernels), then TVM's
+    # CPU pipeline with the other fused kernels scheduled (tvm_schedule_cpu) before lowering.
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    @tvm.transform.module_pass(opt_level=0, name="LowbitCpuPipeline")
+    def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with target:
+            return tvm.transform.Sequential(
+                scheduled_passes(target) + cpu.dataflow_lower_passes(target)
+                + cpu.finalize_passes(target))(mod)
+
+    return pipeline
 
 
 def _cuda_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:

@@ -19,8 +19,9 @@ activations go to a scheduled batched kernel (``tvm_kernels_batched``).
 
 The PrimFunc is scheduled for the target by the first ``KERNEL_ROWS`` row whose CPU features it
 has: tiles of 4 rows by up to 4 packed column blocks (64 columns), spread over the CPU's
-threads; each row of a tile runs the row's intrinsic (``tvm_kernel_intrins``), a chain of up to
-16 steps of depth 4 over all the tile's columns, written as one expression so that the
+threads when the call has at least ``MIN_MACS`` multiply-adds (``tvm_parallel_gate``); each
+row of a tile runs the row's intrinsic (``tvm_kernel_intrins``), a chain of up to 16 steps
+of depth 4 over all the tile's columns, written as one expression so that the
 accumulators stay in registers within a chain; the tile's accumulators are a local buffer
 between chains, and the column-term epilogue is fused into the tile. The generic row (any CPU)
 keeps the tiling and lets LLVM vectorize the tile's columns. Rows of ``M`` are padded to the
@@ -42,6 +43,7 @@ from lowbit.compiler.codegen.tvm_kernel_intrins import DEPTH, LANES, SHIFTS, int
 from lowbit.compiler.codegen.tvm_kernel_patterns import ConstantProduct
 from lowbit.compiler.codegen.tvm_kernels_batched import KERNEL_ATTR, OPAQUE, rewrite_batched
 from lowbit.compiler.codegen.tvm_kernels_conv import rewrite_convs
+from lowbit.compiler.codegen.tvm_parallel_gate import MIN_MACS, gated
 
 TILE_ROWS = 4
 """Rows of the register tile (the activation rows one weight load serves)."""
@@ -131,8 +133,10 @@ def gemm_prim_func(depth: int, columns: int, dtype: str) -> tirx.PrimFunc:
     return te.create_prim_func([x, packed, colterm, out])
 
 
-def schedule_gemm(func: tirx.PrimFunc, row: KernelRow, dtype: str) -> tirx.PrimFunc:
-    """The row's schedule of a ``gemm_prim_func``: register tile, fused epilogue, threads."""
+def schedule_gemm(func: tirx.PrimFunc, row: KernelRow, dtype: str,
+                  parallel: bool = True) -> tirx.PrimFunc:
+    """The row's schedule of a ``gemm_prim_func``: register tile, fused epilogue, and the
+    tiles spread over the threads when ``parallel``."""
     sch = Schedule(func)
     gemm = sch.get_sblock("gemm")
     m, n, k = sch.get_loops(gemm)
@@ -144,7 +148,9 @@ def schedule_gemm(func: tirx.PrimFunc, row: KernelRow, dtype: str) -> tirx.PrimF
     inner = (n_tile, k_inner) if row.isa else (k_inner, n_tile)  # generic: vectorize columns
     sch.reorder(m_outer, n_outer, k_outer, m_inner, *inner)
     sch.reverse_compute_at(sch.get_sblock("out"), n_outer)
-    sch.parallel(sch.fuse(m_outer, n_outer))
+    tiles = sch.fuse(m_outer, n_outer)
+    if parallel:
+        sch.parallel(tiles)
     sch.vectorize(sch.get_loops(sch.get_sblock("out"))[-1])
     if row.isa is None:
         sch.unroll(k_inner)
@@ -183,7 +189,9 @@ class _Rewriter:
     def kernel(self, depth: int, columns: int, dtype: str) -> relax.GlobalVar:
         key = (depth, columns, dtype)
         if key not in self.kernels:
-            func = schedule_gemm(gemm_prim_func(depth, columns, dtype), self.row, dtype)
+            func = gemm_prim_func(depth, columns, dtype)
+            func = gated(lambda parallel: schedule_gemm(func, self.row, dtype, parallel),
+                         func.params[0].shape[0] * depth * columns, MIN_MACS)
             self.kernels[key] = self.builder.add_func(
                 func, f"lowbit_int8_gemm_{dtype}_{depth}x{columns}")
         return self.kernels[key]

@@ -9,7 +9,8 @@ scheduled; ``tvm_int_rules`` chose the int32 accumulator because no partial sum 
 ``a`` ``[..., M, K]`` and ``b`` ``[..., K, N]`` of 8-bit dtypes, the same leading (batch) dims
 and static ``M, K, N``, and calls one PrimFunc over the flattened batch:
 ``out[n, i, j] = sum_k (int32(a[n, i, k]) - za) * (int32(b[n, k, j]) - zb)``. The schedule
-spreads (batch, row tiles) over the threads, keeps a 4-row tile of accumulators, and vectorizes
+spreads (batch, row tiles) over the threads (from ``MIN_MACS`` multiply-adds a call,
+``tvm_parallel_gate``), keeps a 4-row tile of accumulators, and vectorizes
 the contiguous ``j`` axis of ``b`` and ``out`` (no tensor intrinsic: ``b`` changes every call,
 so packing it would cost as much as the product at attention sizes).
 """
@@ -25,6 +26,7 @@ from tvm.relax.dpl import DFPattern, is_const, is_op, rewrite_call, wildcard
 from tvm.s_tir import Schedule
 
 from lowbit.compiler.codegen.tvm_kernel_patterns import widened
+from lowbit.compiler.codegen.tvm_parallel_gate import MIN_MACS, gated
 
 BYTE_DTYPES = ("int8", "uint8")
 TILE_ROWS = 4
@@ -58,7 +60,7 @@ def batched_prim_func(rows: int, depth: int, columns: int, a_dtype: str, b_dtype
     return te.create_prim_func([a, b, out])
 
 
-def schedule_batched(func: tirx.PrimFunc) -> tirx.PrimFunc:
+def schedule_batched(func: tirx.PrimFunc, parallel: bool = True) -> tirx.PrimFunc:
     sch = Schedule(func)
     block = sch.get_sblock("matmul")
     n, i, j, k = sch.get_loops(block)
@@ -68,7 +70,9 @@ def schedule_batched(func: tirx.PrimFunc) -> tirx.PrimFunc:
     i_outer, i_inner = sch.split(i, [None, tile])
     j_outer, j_inner = sch.split(j, [None, lanes])
     sch.reorder(n, i_outer, j_outer, k, i_inner, j_inner)
-    sch.parallel(sch.fuse(n, i_outer))
+    tasks = sch.fuse(n, i_outer)
+    if parallel:
+        sch.parallel(tasks)
     sch.vectorize(j_inner)
     sch.unroll(i_inner)
     init = sch.decompose_reduction(block, k)
@@ -116,7 +120,9 @@ class _Rewriter:
         dtypes = (str(a.ty.dtype), str(b.ty.dtype))
         key = (rows, depth, columns, *dtypes, *zeros)
         if key not in self.kernels:
-            func = schedule_batched(batched_prim_func(rows, depth, columns, *dtypes, *zeros))
+            func = batched_prim_func(rows, depth, columns, *dtypes, *zeros)
+            func = gated(lambda parallel: schedule_batched(func, parallel),
+                         func.params[0].shape[0] * rows * depth * columns, MIN_MACS)
             self.kernels[key] = self.builder.add_func(func, "lowbit_int8_batched_matmul")
         flat_batch = _product(batch)
         out = relax.call_tir(

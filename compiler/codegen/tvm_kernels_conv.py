@@ -9,8 +9,10 @@ irrelevant; im2col writes ``zp``).
 ``conv2d(astype(x) [- zp], W)`` with ``groups == 1``, NCHW/OIHW layouts, a constant ``W``, an
 8-bit ``x`` and static channels and image size becomes ``cols = im2col(x)`` (a PrimFunc,
 ``[N * OH * OW, Kp]``), the GEMM of ``tvm_kernels`` with ``W`` reshaped to ``[Kp, Cout]``, and a
-reshape and transpose back to ``[N, Cout, OH, OW]``. Grouped (depthwise) convolutions keep
-TVM's lowering.
+reshape and transpose back to ``[N, Cout, OH, OW]``. im2col is a scheduled kernel: per image,
+a ``zp``-padded copy, then the gather with no bounds test and no division left (in parallel
+from ``MIN_ELEMENTS`` elements a call, ``tvm_parallel_gate``). Grouped (depthwise)
+convolutions keep TVM's lowering, scheduled by ``tvm_schedule_cpu``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import relax, te, tirx
 from tvm.relax.dpl import DFPattern, rewrite_call
+from tvm.s_tir import Schedule
 
 from lowbit.compiler.codegen.tvm_kernel_intrins import DEPTH
 from lowbit.compiler.codegen.tvm_kernel_patterns import ConstantProduct
+from lowbit.compiler.codegen.tvm_kernels_batched import KERNEL_ATTR, OPAQUE
+from lowbit.compiler.codegen.tvm_parallel_gate import MIN_ELEMENTS, elements, gated
 
 GemmCall = Callable[[relax.Expr, str, np.ndarray, int, tirx.Expr], relax.Expr | None]
 """(activation ``[M, K]``, its dtype, ``[K, N]`` int32 weight values, zero point, M) -> the
@@ -60,27 +65,55 @@ class ConvShape:
 
 def im2col_prim_func(shape: ConvShape, dtype: str, zero_point: int) -> tirx.PrimFunc:
     """``cols[(n, oh, ow), (c, kh, kw)] = x[n, c, ih, iw]``, or ``zero_point`` outside the image
-    and in the depth padding; the batch ``n`` is symbolic."""
+    and in the depth padding; the batch ``n`` is symbolic. Scheduled (``schedule_im2col``)."""
     batch = tirx.Var("n", "int64")
     x = te.placeholder((batch, _i64(shape.channels), _i64(shape.height), _i64(shape.width)),
                        dtype, name="x")
     out_h, out_w = shape.out_size()
     (kh, kw), (sh, sw), (dh, dw) = shape.kernel, shape.strides, shape.dilation
-    top, left = shape.padding[:2]
+    top, left, bottom, right = shape.padding
     depth = shape.depth()
+    zero = tirx.const(zero_point, dtype)
+
+    def pad(n: tirx.Expr, c: tirx.Expr, h: tirx.Expr, w: tirx.Expr) -> tirx.Expr:
+        inside = tirx.all(h >= top, h < top + shape.height, w >= left, w < left + shape.width)
+        return tirx.if_then_else(inside, x[n, c, tirx.max(tirx.min(h - top, shape.height - 1), 0),
+                                           tirx.max(tirx.min(w - left, shape.width - 1), 0)],
+                                 zero)
+
+    padded = te.compute((batch, _i64(shape.channels), _i64(shape.height + top + bottom),
+                         _i64(shape.width + left + right)), pad, name="pad")
 
     def gather(row: tirx.Expr, col: tirx.Expr) -> tirx.Expr:
         n, oh, ow = row // (out_h * out_w), row // out_w % out_h, row % out_w
         c, i, j = col // (kh * kw), col // kw % kh, col % kw
-        ih, iw = oh * sh - top + i * dh, ow * sw - left + j * dw
-        inside = tirx.all(col < depth, ih >= 0, ih < shape.height, iw >= 0, iw < shape.width)
-        return tirx.if_then_else(inside, x[n, tirx.min(c, shape.channels - 1),
-                                           tirx.max(tirx.min(ih, shape.height - 1), 0),
-                                           tirx.max(tirx.min(iw, shape.width - 1), 0)],
-                                 tirx.const(zero_point, dtype))
+        value = padded[n, tirx.min(c, shape.channels - 1), oh * sh + i * dh, ow * sw + j * dw]
+        return value if depth == shape.padded_depth() else tirx.if_then_else(col < depth, value,
+                                                                             zero)
 
     cols = te.compute((batch * out_h * out_w, _i64(shape.padded_depth())), gather, name="im2col")
-    return te.create_prim_func([x, cols]).without_attr("global_symbol")
+    func = te.create_prim_func([x, cols])
+    return gated(lambda parallel: schedule_im2col(func, shape, parallel), elements(func),
+                 MIN_ELEMENTS)
+
+
+def schedule_im2col(func: tirx.PrimFunc, shape: ConvShape, parallel: bool) -> tirx.PrimFunc:
+    """One image per task (a parallel one when ``parallel``): its padded copy, then the rows of
+    its pixels, with the row (and, without depth padding, the column) index split into its
+    coordinates so that no division is left in the loop."""
+    sch = Schedule(func)
+    block = sch.get_sblock("im2col")
+    row, col = sch.get_loops(block)
+    out_h, out_w = shape.out_size()
+    image, oh, ow = sch.split(row, [None, out_h, out_w])
+    if shape.depth() == shape.padded_depth():
+        sch.split(col, [shape.channels, *shape.kernel])
+    sch.unroll(sch.get_loops(block)[-1])
+    if parallel:
+        sch.parallel(image)
+    sch.compute_at(sch.get_sblock("pad"), image)
+    return sch.mod["main"].without_attr("global_symbol").with_attr(
+        KERNEL_ATTR, "im2col").with_attr("op_pattern", OPAQUE)
 
 
 def _conv_shape(call: relax.Call, x: relax.Expr, weight: np.ndarray) -> ConvShape | None:
@@ -137,4 +170,4 @@ def rewrite_convs(builder: relax.BlockBuilder, gemm: GemmCall) -> None:
                 builder.update_func(gv, rewrite_call(pattern.product(), rewrite, func))
 
 
-__all__ = ["ConvShape", "GemmCall", "im2col_prim_func", "rewrite_convs"]
+__all__ = ["ConvShape", "GemmCall", "im2col_prim_func", "rewrite_convs", "schedule_im2col"]

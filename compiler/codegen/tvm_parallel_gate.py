@@ -1,0 +1,56 @@
+"""Parallel loops only where the work pays for the thread pool: one PrimFunc holding a parallel
+and a serial schedule of the same computation, chosen at run time by the size of the call.
+
+Invariant: both branches are schedules of one PrimFunc (same parameters, same values), so the
+gated function computes exactly what either does; only the loop kinds differ.
+
+Why: a TVM parallel loop wakes every worker of the pool and waits for all of them, even for a
+few microseconds of work, and on a machine whose cores are shared with other jobs a worker
+that is not running delays the call by a scheduler time slice. Lowbit's programs have a
+symbolic batch, so the size of a call is known only at run time: batch 1 of a small CNN gets
+the serial loops, batch 32 of MiniLM's FFN the parallel ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tvm.script
+from tvm import s_tir, tirx
+from tvm.sym.analyzer import Analyzer
+
+MIN_ELEMENTS = 1 << 18
+"""Elements a memory-bound kernel (requantization, im2col, pooling) touches before it runs in
+parallel: below this it takes a few tens of microseconds on one core."""
+MIN_MACS = 1 << 22
+"""Multiply-adds of a product (GEMM, attention) before it runs in parallel."""
+
+
+def gated(schedule: Callable[[bool], tirx.PrimFunc], work: tirx.PrimExpr,
+          threshold: int) -> tirx.PrimFunc:
+    """``schedule(True)`` (with parallel loops) where ``work >= threshold``, else
+    ``schedule(False)``; a branch on ``work`` in the function where it is symbolic."""
+    if isinstance(work, tirx.IntImm):
+        return schedule(int(work) >= threshold)
+    parallel, serial = schedule(True), schedule(False)
+    branch = tirx.IfThenElse(work >= threshold, parallel.body, serial.body)
+    root = s_tir.SBlock([], [], [], "root", branch)  # Relax's analyses expect a root block
+    both = parallel.with_body(s_tir.SBlockRealize([], True, root))
+    # The branches share definitions of their source (intermediate buffers, loop and block
+    # variables), which a function may make once; parsing the printed function back gives each
+    # definition its own variable.
+    return tvm.script.from_source(both.script())
+
+
+def elements(func: tirx.PrimFunc) -> tirx.PrimExpr:
+    """The number of elements of all of ``func``'s buffer parameters (symbolic)."""
+    total: tirx.PrimExpr = tirx.IntImm("int64", 0)
+    for param in func.params:
+        size: tirx.PrimExpr = tirx.IntImm("int64", 1)
+        for dim in getattr(param, "shape", None) or ():
+            size = size * dim
+        total = total + size
+    return Analyzer().simplify(total)
+
+
+__all__ = ["MIN_ELEMENTS", "MIN_MACS", "elements", "gated"]
