@@ -1,6 +1,7 @@
 """The accuracy suite's picture: per model, how far each contender lands from float.
 
-One panel per model, one bar per contender that ran: the loss of the model's first metric
+One panel per model, one bar per quantized contender that ran (the float interpreter, a check
+of the capture, is left out): the loss of the model's first metric
 against the float (torch) row (top-1 points for the digits models, ``1 - mean cosine`` for
 MiniLM), lowbit's rows in colour and the peers in grey, W4A8 rows hatched. A panel whose losses
 are all positive uses a log axis (MiniLM's span from 0.002 to 0.7); the value is written at
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lowbit.bench.accuracy import FLOAT, ModelTable
+from lowbit.bench.accuracy import FLOAT, LOWBIT_FLOAT, ModelTable
 from lowbit.report.plots import figure_with_axes, png_bytes
 
 LOWBIT_COLOUR = "#1f77b4"
@@ -23,7 +24,7 @@ def _losses(table: ModelTable) -> tuple[str, list[tuple[str, float]]]:
     metric = table.metric_names()[0]
     reference = table.value(FLOAT, metric)
     rows = [(row.contender, row.metrics[metric]) for row in table.rows
-            if row.contender != FLOAT and metric in row.metrics]
+            if row.contender not in (FLOAT, LOWBIT_FLOAT) and metric in row.metrics]
     if reference is None:
         return metric, []
     if metric == "accuracy":
