@@ -9,7 +9,10 @@ not a multiple of the register tile, both activation dtypes and extreme zero poi
 toolchain is installed. The rewrite declines, and the default lowering stays, where the kernel
 would not be exact. Convolutions reach the GEMM through im2col (padding with the zero-point
 code, odd depths padded), and batched products of two activations run on their own scheduled
-kernel; both are compared with the interpreter and numpy.
+kernel; both are compared with the interpreter and numpy. Int16 codes times int8 weights run
+on the x86 rows only (``vpdpwssd`` / ``vpmaddwd`` over int16-widened weights), in the int32
+form and in the int64-accumulator form truncated to int32 (compared modulo 2^32, including
+sums that leave int32); the generic and aarch64 rows decline them.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ HOST = tvm.target.Target.from_device(tvm.cpu())
 ROWS = {row.name: row for row in KERNEL_ROWS}
 AARCH64_DOTPROD = {"kind": "llvm", "mtriple": "aarch64-linux-gnu",
                    "mattr": ["+neon", "+dotprod"]}
+
+
+def int16_rows() -> list[KernelRow]:
+    """The runnable rows with an int16 chain (the x86 ones)."""
+    return [row for row in runnable_rows() if row.isa is not None]
 
 
 def runnable_rows() -> list[KernelRow]:
@@ -111,11 +119,22 @@ def test_packed_weight_tile_holds_column_n_depth_k_at_n16_k4() -> None:
             assert packed[n // 16, k // 4, n % 16, k % 4] == want
 
 
+def test_int16_weight_tile_holds_column_n_depth_k_at_n16_k2() -> None:
+    w_t = RNG.integers(-128, 128, (6, 17)).astype(np.int8)  # [K, N], N padded to 32
+    packed = pack_weights(w_t, "int16")
+    assert packed.shape == (2, 3, 16, 2) and packed.dtype == np.int16
+    for k in range(6):
+        for n in range(32):
+            assert packed[n // 16, k // 2, n % 16, k % 2] == (w_t[k, n] if n < 17 else 0)
+
+
 def test_int32_bound_of_the_unsigned_partial_sums() -> None:
     assert 65793 * 255 * 128 == 2**31 - 128
     assert fits_int32(65793, np.zeros(1))
     assert not fits_int32(65794, np.zeros(1))
     assert not fits_int32(16, np.array([2**31]))
+    assert 511 * 32768 * 128 < 2**31 and fits_int32(511, np.zeros(1), "int16")
+    assert not fits_int32(512, np.zeros(1), "int16")  # 512 * 32768 * 128 == 2**31
 
 
 def test_rows_follow_the_target_features() -> None:
@@ -158,13 +177,65 @@ def test_saturating_bytes_at_large_depth(row: KernelRow) -> None:
     assert got[0, 0, 0] == 1536 * 255 * 127 and got[0, 0, 16] == -1536 * 255 * 128
 
 
+# -- int16 codes x int8 weights -------------------------------------------------------------------
+INT16_CASES = {  # inner shape of x, [N, K] of w, zero point, bias
+    "int32 form, K 42, odd N": ((3, 42), (37, 42), -15836, True),
+    "int32 form, K 6, no bias, zero point -32768": ((5, 6), (19, 6), -32768, False),
+    "truncated int64 form, MiniLM FFN2 depth": ((4, 1536), (40, 1536), -15836, True),
+    "truncated int64 form, odd N, no bias, zero point 32767": ((2, 774), (33, 774), 32767, False),
+}
+
+
+@pytest.mark.parametrize("row", int16_rows(), ids=lambda r: r.name)
+@pytest.mark.parametrize("case", INT16_CASES)
+def test_int16_codes_are_bit_exact(row: KernelRow, case: str) -> None:
+    inner, w_shape, zero_point, bias = INT16_CASES[case]
+    graph = linear("int16", inner, adversarial_weights(*w_shape), zero_point, bias)
+    vm, module = compiled(graph, HOST, row)
+    assert kernels_used(module) == [f"int16_gemm/{row.name}"] and matmuls_left(module) == 0
+    truncated = "truncated" in case  # tvm_int_rules chose an int64 accumulator
+    assert ("int64" in to_relax(graph)["main"].script()) == truncated
+    macs = int(np.prod(inner)) * w_shape[0]
+    for batch in (1, 3, MIN_MACS // macs + 1):  # the last one in parallel
+        x = activations("int16", (batch,) + inner)
+        x.reshape(-1, inner[-1])[-1] = np.iinfo(np.int16).min
+        # codes within 1000 of the zero point: every sum in int32, as the lowering's codes
+        near = np.clip(x.astype(np.int64), zero_point - 1000, zero_point + 1000).astype(np.int16)
+        for codes in (x, near):  # full-range sums may leave int32: numpy wraps them too
+            got = vm["main"](tvm.runtime.tensor(codes)).numpy()
+            assert np.array_equal(got, numpy_linear(graph, codes))
+        assert np.array_equal(got, run_graph(graph, {graph.inputs[0]: near})[graph.outputs[0]])
+
+
+def test_int16_sums_beyond_int32_wrap_as_the_truncated_product() -> None:
+    w = np.full((16, 1536), 127, np.int8)
+    graph = linear("int16", (1536,), w, -32768, bias=False)
+    vm, module = compiled(graph, HOST, int16_rows()[0])
+    x = np.full((2, 1536), 32767, np.int16)
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    exact = 1536 * 65535 * 127
+    assert exact >= 2**31 and np.all(got == np.int64(exact).astype(np.int32))
+
+
+@pytest.mark.parametrize("target", [{"kind": "llvm", "mcpu": "znver3"}, AARCH64_DOTPROD])
+def test_int16_codes_take_the_kernel_only_on_x86_rows(target: dict) -> None:
+    graph = linear("int16", (1536,), adversarial_weights(24, 1536), -15836)
+    tvm_target = tvm.target.Target(target)
+    on_x86 = kernel_row(tvm_target).isa in ("vnni", "avx2")
+    for row in (None, ROWS["generic"]):
+        module = int8_gemm(tvm_target, row)(to_relax(graph))
+        assert kernels_used(module) == ([f"int16_gemm/{kernel_row(tvm_target).name}"]
+                                        if on_x86 and row is None else [])
+        assert matmuls_left(module) == (0 if on_x86 and row is None else 1)
+
+
 # -- where the rewrite declines -----------------------------------------------------------------
-@pytest.mark.parametrize("case", ["depth not a multiple of 4", "int16 activations",
+@pytest.mark.parametrize("case", ["depth not a multiple of 4", "odd depth of int16 codes",
                                   "weights beyond int8"])
 def test_the_rewrite_declines_where_the_kernel_is_not_exact(case: str) -> None:
     graphs = {
         "depth not a multiple of 4": linear("int8", (10,), adversarial_weights(8, 10), 3),
-        "int16 activations": linear("int16", (8,), adversarial_weights(8, 8), 3),
+        "odd depth of int16 codes": linear("int16", (7,), adversarial_weights(8, 7), 3),
         "weights beyond int8": one_op("int_linear", [TensorType("int8", (N, 8)),
                                                      np.full((4, 8), 300, np.int16)]),
     }

@@ -1,8 +1,9 @@
-"""TVM tensor intrinsics of the int8 GEMM micro-kernel: a chain of 16x4 dot-product steps per
-ISA.
+"""TVM tensor intrinsics of the integer GEMM micro-kernel: a chain of 16-column dot-product
+steps per ISA and activation width.
 
-Invariant: every implementation computes exactly what its description says, with no wrap and
-no saturation, for every int8/uint8 activation byte and every int8 weight.
+Invariant: every implementation computes exactly what its description says in wrapping int32
+arithmetic (so exactly wherever the description's sums stay in int32), with no saturation, for
+every activation code and every int8-range weight.
 
 The description (what ``tvm_kernels`` tensorizes) is, for 16 output columns and a depth of
 ``4 * steps``: ``C[i] += (int32(A[k]) + shift) * int32(B[k // 4, i, k % 4])``. ``A`` holds the
@@ -12,7 +13,15 @@ activation codes; the packed weight slice ``B`` is ``[steps, 16 columns, 4 depth
 [0, 255]. The implementation loads ``C`` once, chains the ``steps`` dot products as one
 expression (the accumulator never goes through memory in between) and stores it once.
 
-One step per ISA (``STEPS``; the intrinsic is ``lowbit_dot_<isa>_<dtype>_x<steps>``):
+For int16 activations (``STEP_DEPTH`` 2, weights widened to int16 at compile time, ``shift``
+0) the step is ``C[i] += int32(A[k]) * int32(B[k // 2, i, k % 2])``; the implementations are
+``IMPLEMENTATIONS[(isa, "int16")]``:
+
+- ``vnni``: one ``vpdpwssd``, s16 x s16 pairs summed into int32 (wrapping, never saturating).
+- ``avx2``: ``vpmaddwd`` then ``vpaddd``; a pair saturates only at ``2 * (-32768)^2``, which
+  needs a weight of -32768, outside the int8 range.
+
+One 8-bit step per ISA (the intrinsic is ``lowbit_dot_<isa>_<dtype>_<blocks>x16x<depth>``):
 
 - ``vnni`` (AVX-512 VNNI): one ``vpdpbusd``, u8 x s8 products summed in int32 (no saturation
   in the non-``s`` form).
@@ -35,18 +44,27 @@ from tvm.script import tirx as T
 
 LANES = 16
 """Output columns of one step (the packed weight tile's column axis)."""
-DEPTH = 4
-"""Reduction depth of one step (the packed weight tile's last axis)."""
-SHIFTS = {"int8": 128, "uint8": 0}
-"""Activation dtype to the constant that makes its factor an unsigned byte."""
+STEP_DEPTH = {"int8": 4, "uint8": 4, "int16": 2}
+"""Activation dtype to the reduction depth of one step (the packed weight tile's last axis):
+one int32 lane's worth of activation codes."""
+DEPTH = STEP_DEPTH["int8"]
+"""The step depth of 8-bit activations."""
+SHIFTS = {"int8": 128, "uint8": 0, "int16": 0}
+"""Activation dtype to the constant added to its codes: 8-bit ones become an unsigned byte."""
 FLIP = -2139062144
 """``0x80808080`` as an int32: XOR flips the sign bit of each of four bytes."""
 LOW_BITS = 0x7F7F7F7F
 
 
+def weight_dtype(dtype: str) -> str:
+    """The packed weight's dtype for activation ``dtype``: int16 beside int16 codes."""
+    return "int16" if dtype == "int16" else "int8"
+
+
 def _bytes(A: tirx.Buffer, step: int, dtype: str, flip: int) -> tirx.Expr:
-    """The four activation bytes of ``step`` as one int32, XOR ``flip``."""
-    word = T.reinterpret(A.vload([T.int64(DEPTH * step)], f"{dtype}x4"), dtype="int32")
+    """The activation codes of ``step`` (one int32 lane's worth) as one int32, XOR ``flip``."""
+    depth = STEP_DEPTH[dtype]
+    word = T.reinterpret(A.vload([T.int64(depth * step)], f"{dtype}x{depth}"), dtype="int32")
     return T.bitwise_xor(word, T.int32(flip)) if flip else word
 
 
@@ -56,7 +74,7 @@ def _llvm(name: str, dtype: str, *args: tirx.Expr) -> tirx.Expr:
 
 def _weights(B: tirx.Buffer, block: int, step: int, column: int, lanes: int) -> tirx.Expr:
     return B.vload([T.int64(block), T.int64(step), T.int64(column), T.int64(0)],
-                   dtype=f"int8x{lanes}")
+                   dtype=f"{B.dtype}x{lanes}")
 
 
 def _vnni(A: tirx.Buffer, B: tirx.Buffer, C: tirx.Buffer, steps: int, blocks: int,
@@ -106,9 +124,38 @@ def _sdot(A: tirx.Buffer, B: tirx.Buffer, C: tirx.Buffer, steps: int, blocks: in
     return acc
 
 
+def _vnni_words(A: tirx.Buffer, B: tirx.Buffer, C: tirx.Buffer, steps: int, blocks: int,
+                dtype: str) -> list[tirx.Expr]:
+    acc = [C.vload([T.int64(LANES * b)], dtype="int32x16") for b in range(blocks)]
+    for step in range(steps):
+        x = T.reinterpret(T.broadcast(_bytes(A, step, dtype, 0), 16), dtype="int16x32")
+        acc = [_llvm("llvm.x86.avx512.vpdpwssd.512", "int32x16", acc[b], x,
+                     _weights(B, b, step, 0, 32)) for b in range(blocks)]
+    return acc
+
+
+def _avx2_words(A: tirx.Buffer, B: tirx.Buffer, C: tirx.Buffer, steps: int, blocks: int,
+                dtype: str) -> list[tirx.Expr]:
+    halves = [(b, half) for b in range(blocks) for half in (0, 8)]  # one ymm of 8 columns
+    acc = [C.vload([T.int64(LANES * b + half)], dtype="int32x8") for b, half in halves]
+    for step in range(steps):
+        x = T.reinterpret(T.broadcast(_bytes(A, step, dtype, 0), 8), dtype="int16x16")
+        for index, (b, half) in enumerate(halves):
+            acc[index] = acc[index] + _llvm("llvm.x86.avx2.pmadd.wd", "int32x8", x,
+                                            _weights(B, b, step, half, 16))
+    return acc
+
+
 Chain = Callable[[tirx.Buffer, tirx.Buffer, tirx.Buffer, int, int, str], list[tirx.Expr]]
-IMPLEMENTATIONS: dict[str, Chain] = {"vnni": _vnni, "avx2": _avx2, "sdot": _sdot}
-"""ISA name to its chain: the accumulated vectors of ``C``, in column order."""
+IMPLEMENTATIONS: dict[tuple[str, str], Chain] = {
+    ("vnni", "int8"): _vnni, ("avx2", "int8"): _avx2, ("sdot", "int8"): _sdot,
+    ("vnni", "int16"): _vnni_words, ("avx2", "int16"): _avx2_words}
+"""(ISA name, weight dtype) to its chain: the accumulated vectors of ``C``, in column order."""
+
+
+def supports(isa: str | None, dtype: str) -> bool:
+    """Whether ``isa`` has a chain for activation ``dtype``."""
+    return (isa, weight_dtype(dtype)) in IMPLEMENTATIONS
 
 
 def _concat(vectors: list[tirx.Expr], lanes: int) -> tirx.Expr:
@@ -119,34 +166,37 @@ def _concat(vectors: list[tirx.Expr], lanes: int) -> tirx.Expr:
 
 
 def _desc(dtype: str, steps: int, blocks: int) -> T.PrimFunc:
-    shift, depth, columns = SHIFTS[dtype], DEPTH * steps, LANES * blocks
+    step = STEP_DEPTH[dtype]
+    shift, depth, columns, weights = SHIFTS[dtype], step * steps, LANES * blocks, weight_dtype(
+        dtype)
 
     @T.prim_func(s_tir=True)
     def desc(A: T.Buffer((T.int64(depth),), dtype, offset_factor=1),
-             B: T.Buffer((T.int64(blocks), T.int64(steps), T.int64(16), T.int64(4)), "int8",
+             B: T.Buffer((T.int64(blocks), T.int64(steps), T.int64(16), T.int64(step)), weights,
                          offset_factor=1),
              C: T.Buffer((T.int64(columns),), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(C[0:columns], A[0:depth], B[0:blocks, 0:steps, 0:16, 0:4])
+            T.reads(C[0:columns], A[0:depth], B[0:blocks, 0:steps, 0:16, 0:step])
             T.writes(C[0:columns])
             for i, k in T.grid(T.int64(columns), T.int64(depth)):
                 with T.sblock("update"):
                     vi, vk = T.axis.remap("SR", [i, k])
                     C[vi] = C[vi] + (T.Cast("int32", A[vk]) + shift) * T.Cast(
-                        "int32", B[vi // 16, vk // 4, vi % 16, vk % 4])
+                        "int32", B[vi // 16, vk // step, vi % 16, vk % step])
     return desc
 
 
 def _impl(isa: str, dtype: str, steps: int, blocks: int) -> T.PrimFunc:
-    chain, depth, columns = IMPLEMENTATIONS[isa], DEPTH * steps, LANES * blocks
+    step, weights = STEP_DEPTH[dtype], weight_dtype(dtype)
+    chain, depth, columns = IMPLEMENTATIONS[(isa, weights)], step * steps, LANES * blocks
 
     @T.prim_func(s_tir=True)
     def impl(A: T.Buffer((T.int64(depth),), dtype, offset_factor=1),
-             B: T.Buffer((T.int64(blocks), T.int64(steps), T.int64(16), T.int64(4)), "int8",
+             B: T.Buffer((T.int64(blocks), T.int64(steps), T.int64(16), T.int64(step)), weights,
                          offset_factor=1),
              C: T.Buffer((T.int64(columns),), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(C[0:columns], A[0:depth], B[0:blocks, 0:steps, 0:16, 0:4])
+            T.reads(C[0:columns], A[0:depth], B[0:blocks, 0:steps, 0:16, 0:step])
             T.writes(C[0:columns])
             C[T.ramp(T.int64(0), T.int64(1), columns)] = _concat(
                 chain(A, B, C, steps, blocks, dtype), columns)
@@ -157,10 +207,11 @@ def _impl(isa: str, dtype: str, steps: int, blocks: int) -> T.PrimFunc:
 def intrinsic(isa: str, dtype: str, steps: int, blocks: int) -> str:
     """The name of the registered intrinsic for ``isa``, activation ``dtype``, a chain of
     ``steps`` steps over ``blocks`` packed 16-column blocks (registered on first use)."""
-    name = f"lowbit_dot_{isa}_{dtype}_{blocks}x16x{DEPTH * steps}"
+    name = f"lowbit_dot_{isa}_{dtype}_{blocks}x16x{STEP_DEPTH[dtype] * steps}"
     TensorIntrin.register(name, _desc(dtype, steps, blocks), _impl(isa, dtype, steps, blocks),
                           override=True)
     return name
 
 
-__all__ = ["DEPTH", "IMPLEMENTATIONS", "LANES", "SHIFTS", "intrinsic"]
+__all__ = ["DEPTH", "IMPLEMENTATIONS", "LANES", "SHIFTS", "STEP_DEPTH", "intrinsic", "supports",
+           "weight_dtype"]

@@ -1,27 +1,36 @@
-"""Int8 GEMM micro-kernels for TVM CPU targets: a Relax rewrite onto a tensorized PrimFunc.
+"""Integer GEMM micro-kernels for TVM CPU targets: a Relax rewrite onto a tensorized PrimFunc.
 
-Invariant: the rewritten module computes the same int32 values as the ``relax.matmul`` it
-replaces, for every input; the kernel never wraps or saturates (the bounds are checked below).
+Invariant: the rewritten module computes the same int32 values as the expression it replaces,
+for every input. The kernel never saturates; it never wraps where it replaces an int32
+``relax.matmul`` (the bounds are checked below), and where it replaces an int64 product (plus
+a constant bias) cast to int32, whose int32 bits are its value modulo 2^32, its wrapping int32
+sums and wrapped column term give exactly those bits.
 
 ``int8_gemm(target)`` finds, in every Relax function, the product ``tvm_int_rules`` writes for
-an int8/uint8 activation times a constant int8 weight with an int32 accumulator:
-``matmul(astype(x, int32) [- zp], W)``, with ``W`` a ``[K, N]`` constant. It replaces it with
-one call of a PrimFunc over a packed weight ``[N/16, K/4, 16, 4]`` (zero-padded to 16 columns):
+an int8/uint8/int16 activation times a constant int8 weight with an int32 accumulator:
+``matmul(astype(x, int32) [- zp], W)``, with ``W`` a ``[K, N]`` constant, or the same in int64
+plus an optional constant bias, cast to int32 (``tvm_int_rules``' form where it cannot bound
+the sums by the dtype's range: int16 codes at MiniLM's FFN depth). It replaces it with one
+call of a PrimFunc over a packed weight ``[N/16, K/4, 16, 4]`` (zero-padded to 16 columns):
 
     out[m, n] = sum_k u[m, k] * w[n, k]  +  colterm[n],   colterm[n] = -c * sum_k w[n, k]
 
 where ``u = x + shift`` is the activation as an unsigned byte (``x + 128`` for int8, ``x`` for
-uint8) and ``c = zp + shift``, so that ``u - c = x - zp`` exactly. Partial sums stay below
-``K * 255 * 128`` in magnitude; the rewrite declines when that or ``colterm`` could leave int32,
-and where ``K`` is not a multiple of 4. In the same pass, 2-d convolutions with ``groups == 1``
-reach the same kernel through im2col (``tvm_kernels_conv``), and products of two 8-bit
-activations go to a scheduled batched kernel (``tvm_kernels_batched``).
+uint8) and ``c = zp + shift``, so that ``u - c = x - zp`` exactly (a bias joins ``colterm``).
+For an int32 matmul, partial sums stay below ``K * 255 * 128`` in magnitude; the rewrite
+declines when that or ``colterm`` could leave int32, and where ``K`` is not a multiple of 4.
+
+Int16 activations take the same kernel on the x86 rows only (``supports``): ``shift`` 0,
+factors up to 32768 in magnitude, weights widened to int16 and packed ``[N/16, K/2, 16, 2]``
+for ``vpdpwssd`` / ``vpmaddwd``; ``K`` must be even. In the same pass, 2-d convolutions with
+``groups == 1`` reach the same kernel through im2col (``tvm_kernels_conv``), and products of two
+8-bit activations go to a scheduled batched kernel (``tvm_kernels_batched``).
 
 The PrimFunc is scheduled for the target by the first ``KERNEL_ROWS`` row whose CPU features it
 has: tiles of 4 rows by up to 4 packed column blocks (64 columns), spread over the CPU's
 threads when the call has at least ``MIN_MACS`` multiply-adds (``tvm_parallel_gate``); each
 row of a tile runs the row's intrinsic (``tvm_kernel_intrins``), a chain of up to 16 steps
-of depth 4 over all the tile's columns, written as one expression so that the
+(of depth 4, or 2 for int16) over all the tile's columns, written as one expression so that the
 accumulators stay in registers within a chain; the tile's accumulators are a local buffer
 between chains, and the column-term epilogue is fused into the tile. The generic row (any CPU)
 keeps the tiling and lets LLVM vectorize the tile's columns. Rows of ``M`` are padded to the
@@ -39,7 +48,8 @@ from tvm.relax.dpl import DFPattern, rewrite_call
 from tvm.s_tir import Schedule
 from tvm.target import codegen
 
-from lowbit.compiler.codegen.tvm_kernel_intrins import DEPTH, LANES, SHIFTS, intrinsic
+from lowbit.compiler.codegen.tvm_kernel_intrins import (LANES, SHIFTS, STEP_DEPTH, intrinsic,
+                                                        supports, weight_dtype)
 from lowbit.compiler.codegen.tvm_kernel_patterns import ConstantProduct
 from lowbit.compiler.codegen.tvm_kernels_batched import KERNEL_ATTR, OPAQUE, rewrite_batched
 from lowbit.compiler.codegen.tvm_kernels_conv import rewrite_convs
@@ -50,8 +60,14 @@ TILE_ROWS = 4
 TILE_BLOCKS = (4, 2, 1)
 """Packed 16-column blocks per tile, widest first; the first that divides the columns wins."""
 CHAINS = (16, 12, 8, 6, 4, 3, 2, 1)
-"""16x4 steps per tensorized chain, longest first; the first that divides ``K / 4`` wins."""
+"""Steps per tensorized chain, longest first; the first that divides ``K`` / step depth wins."""
 INT32_LIMIT = 1 << 31
+FACTOR_LIMITS = {"int8": 255, "uint8": 255, "int16": 32768}
+"""Activation dtype to the largest magnitude of the kernel's activation factor ``x + shift``."""
+PRODUCT_FORMS = ((True, False, False), (False, False, False), (True, True, True),
+                 (False, True, True), (True, True, False), (False, True, False))
+"""``ConstantProduct`` (shifted, truncated, biased) forms rewritten, biased before unbiased so
+that a truncated product takes its bias along."""
 
 
 @dataclass(frozen=True)
@@ -86,12 +102,14 @@ def padded_columns(columns: int) -> int:
     return -(-columns // LANES) * LANES
 
 
-def pack_weights(weight_t: np.ndarray) -> np.ndarray:
-    """``[K, N]`` int8 weights as ``[Np/16, K/4, 16, 4]``, columns zero-padded to ``Np``."""
+def pack_weights(weight_t: np.ndarray, dtype: str = "int8") -> np.ndarray:
+    """``[K, N]`` int8-range weights for ``dtype`` activations as ``[Np/16, K/d, 16, d]`` of
+    ``weight_dtype(dtype)``, ``d`` the step depth, columns zero-padded to ``Np``."""
     depth, columns = weight_t.shape
-    padded = np.zeros((padded_columns(columns), depth), np.int8)
+    step = STEP_DEPTH[dtype]
+    padded = np.zeros((padded_columns(columns), depth), weight_dtype(dtype))
     padded[:columns] = weight_t.T
-    tiles = padded.reshape(-1, LANES, depth // DEPTH, DEPTH)
+    tiles = padded.reshape(-1, LANES, depth // step, step)
     return np.ascontiguousarray(tiles.transpose(0, 2, 1, 3))
 
 
@@ -100,9 +118,10 @@ def column_term(weight_t: np.ndarray, offset: int) -> np.ndarray:
     return -offset * weight_t.astype(np.int64).sum(axis=0)
 
 
-def fits_int32(depth: int, colterm: np.ndarray) -> bool:
-    """Partial sums of ``u * w`` (|.| <= 255 * 128 each) and the column term stay in int32."""
-    bound = depth * 255 * 128
+def fits_int32(depth: int, colterm: np.ndarray, dtype: str = "uint8") -> bool:
+    """Partial sums of ``u * w`` (``|u| <= FACTOR_LIMITS[dtype]``, ``|w| <= 128``) and the
+    column term stay in int32."""
+    bound = depth * FACTOR_LIMITS[dtype] * 128
     return bound < INT32_LIMIT and int(np.abs(colterm).max(initial=0)) < INT32_LIMIT
 
 
@@ -116,8 +135,9 @@ def gemm_prim_func(depth: int, columns: int, dtype: str) -> tirx.PrimFunc:
     number of rows ``m``, with ``w`` packed; unscheduled (``schedule_gemm`` schedules it)."""
     rows = tirx.Var("m", "int64")
     x = te.placeholder((rows, _i64(depth)), dtype, name="x")
-    packed = te.placeholder((_i64(padded_columns(columns) // LANES), _i64(depth // DEPTH),
-                             _i64(LANES), _i64(DEPTH)), "int8", name="w")
+    step = STEP_DEPTH[dtype]
+    packed = te.placeholder((_i64(padded_columns(columns) // LANES), _i64(depth // step),
+                             _i64(LANES), _i64(step)), weight_dtype(dtype), name="w")
     colterm = te.placeholder((_i64(columns),), "int32", name="colterm")
     padded_rows = tirx.floordiv(rows + TILE_ROWS - 1, TILE_ROWS) * TILE_ROWS
     k = te.reduce_axis((_i64(0), _i64(depth)), name="k")
@@ -125,7 +145,7 @@ def gemm_prim_func(depth: int, columns: int, dtype: str) -> tirx.PrimFunc:
 
     def product(m: tirx.Expr, n: tirx.Expr) -> tirx.Expr:
         u = x[tirx.min(m, rows - 1), k].astype("int32") + shift  # padding rows repeat the last
-        w = packed[n // LANES, k // DEPTH, n % LANES, k % DEPTH].astype("int32")
+        w = packed[n // LANES, k // step, n % LANES, k % step].astype("int32")
         return te.sum(u * w, axis=k)
 
     acc = te.compute((padded_rows, _i64(padded_columns(columns))), product, name="gemm")
@@ -141,10 +161,11 @@ def schedule_gemm(func: tirx.PrimFunc, row: KernelRow, dtype: str,
     gemm = sch.get_sblock("gemm")
     m, n, k = sch.get_loops(gemm)
     blocks = _tile_blocks(sch, n)
-    steps = _chain_steps(sch, k) if row.isa else 1
+    step = STEP_DEPTH[dtype]
+    steps = _chain_steps(sch, k, step) if row.isa else 1
     m_outer, m_inner = sch.split(m, [None, TILE_ROWS])
     n_outer, n_tile = sch.split(n, [None, blocks * LANES])
-    k_outer, k_inner = sch.split(k, [None, DEPTH * steps])
+    k_outer, k_inner = sch.split(k, [None, step * steps])
     inner = (n_tile, k_inner) if row.isa else (k_inner, n_tile)  # generic: vectorize columns
     sch.reorder(m_outer, n_outer, k_outer, m_inner, *inner)
     sch.reverse_compute_at(sch.get_sblock("out"), n_outer)
@@ -162,11 +183,11 @@ def schedule_gemm(func: tirx.PrimFunc, row: KernelRow, dtype: str,
     sch.set_scope(init, 0, "local")  # the accumulators are private to their tile
     sch.unroll(m_inner)
     return sch.mod["main"].without_attr("global_symbol").with_attr(
-        KERNEL_ATTR, f"int8_gemm/{row.name}").with_attr("op_pattern", OPAQUE)
+        KERNEL_ATTR, f"{weight_dtype(dtype)}_gemm/{row.name}").with_attr("op_pattern", OPAQUE)
 
 
-def _chain_steps(sch: Schedule, loop: object) -> int:
-    steps = int(sch.get(loop).extent) // DEPTH
+def _chain_steps(sch: Schedule, loop: object, step: int) -> int:
+    steps = int(sch.get(loop).extent) // step
     return next(c for c in CHAINS if steps % c == 0)
 
 
@@ -197,43 +218,60 @@ class _Rewriter:
         return self.kernels[key]
 
     def gemm(self, flat: relax.Expr, dtype: str, weight: np.ndarray,
-             zero_point: np.ndarray | int, rows: tirx.Expr) -> relax.Expr | None:
+             zero_point: np.ndarray | int, rows: tirx.Expr, bias: np.ndarray | None = None,
+             truncated: bool = False) -> relax.Expr | None:
         """The kernel's ``[rows, N]`` int32 product of a 2-d ``dtype`` activation and ``[K, N]``
-        weight values, or None where the kernel is not exact (``_plan``)."""
-        plan = _plan(dtype, weight, zero_point)
+        weight values (plus ``bias``; modulo 2^32 where ``truncated``), or None where the
+        kernel is not exact (``_plan``)."""
+        plan = _plan(self.row, dtype, weight, zero_point, bias, truncated)
         if plan is None:
             return None
         dtype, packed, colterm = plan
         depth, columns = weight.shape
         return relax.call_tir(self.kernel(depth, columns, dtype),
-                              [flat, relax.const(packed, "int8"), relax.const(colterm, "int32")],
+                              [flat, relax.const(packed, str(packed.dtype)),
+                               relax.const(colterm, "int32")],
                               relax.TensorType([rows, columns], "int32"))
 
     def __call__(self, call: relax.Call, matches: dict[DFPattern, relax.Expr]) -> relax.Expr:
         x, weight = matches[self.pattern.x], matches[self.pattern.weight].value.numpy()
         zero_point = matches[self.pattern.zero_point].value.numpy() if self.pattern.shifted else 0
+        bias = matches[self.pattern.bias].value.numpy() if self.pattern.biased else None
         shape = list(call.ty.shape.values)
         rows = _product(shape[:-1])
         flat = x if len(shape) == 2 else relax.op.reshape(x, [rows, weight.shape[0]])
-        out = self.gemm(flat, str(x.ty.dtype), weight, zero_point, rows)
+        out = self.gemm(flat, str(x.ty.dtype), weight, zero_point, rows, bias,
+                        self.pattern.truncated)
         if out is None:
             return call
         return out if len(shape) == 2 else relax.op.reshape(out, shape)
 
 
-def _plan(dtype: str, weight: np.ndarray, zero_point: np.ndarray | int
-          ) -> tuple[str, np.ndarray, np.ndarray] | None:
-    """(activation dtype, packed weight, int32 column term), or None when the kernel does not
-    apply exactly: other dtypes, a depth not a multiple of 4, a zero point that is not one
-    value (a scalar or a one-element constant), values or bounds out of range."""
-    if dtype not in SHIFTS or weight.ndim != 2 or weight.shape[0] % DEPTH or not weight.size:
+def _plan(row: KernelRow, dtype: str, weight: np.ndarray, zero_point: np.ndarray | int,
+          bias: np.ndarray | None, truncated: bool) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """(activation dtype, packed weight, int32 column term with the bias), or None when the
+    kernel does not apply exactly: dtypes the row has no chain for (int16 only on the x86
+    rows), a depth not a multiple of the step depth, a zero point that is not one value (a
+    scalar or a one-element constant), a bias that is not one value per column, weights beyond
+    int8, or bounds out of range. A ``truncated`` product (int64, cast to int32) has no bounds:
+    its int32 bits are its value modulo 2^32, which the kernel's wrapping int32 sums (no chain
+    saturates) and the wrapped column term give."""
+    if dtype not in SHIFTS or (weight_dtype(dtype) != "int8" and not supports(row.isa, dtype)):
+        return None
+    if weight.ndim != 2 or weight.shape[0] % STEP_DEPTH[dtype] or not weight.size:
         return None
     if np.size(zero_point) != 1 or weight.min() < -128 or weight.max() > 127:
         return None
-    colterm = column_term(weight, int(np.ravel(zero_point)[0]) + SHIFTS[dtype])
-    if not fits_int32(weight.shape[0], colterm):
+    if bias is not None and bias.shape != weight.shape[1:]:
         return None
-    return dtype, pack_weights(weight.astype(np.int8)), colterm.astype(np.int32)
+    colterm = column_term(weight, int(np.ravel(zero_point)[0]) + SHIFTS[dtype])
+    if bias is not None:
+        colterm = colterm + bias.astype(np.int64)
+    if truncated:
+        colterm = (colterm + INT32_LIMIT) % (2 * INT32_LIMIT) - INT32_LIMIT
+    elif not fits_int32(weight.shape[0], colterm, dtype):
+        return None
+    return dtype, pack_weights(weight, dtype), colterm.astype(np.int32)
 
 
 def _product(dims: list[tirx.Expr]) -> tirx.Expr:
@@ -254,8 +292,8 @@ def int8_gemm(target: tvm.target.Target, row: KernelRow | None = None) -> tvm.tr
     def rewrite(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         builder = relax.BlockBuilder(mod)
         kernels: dict[tuple[int, int, str], relax.GlobalVar] = {}
-        for shifted in (True, False):
-            rewriter = _Rewriter(row, builder, ConstantProduct("relax.matmul", shifted), kernels)
+        for form in PRODUCT_FORMS:
+            rewriter = _Rewriter(row, builder, ConstantProduct("relax.matmul", *form), kernels)
             product = rewriter.pattern.product()
             for gv, func in builder.get().functions_items():
                 if isinstance(func, relax.Function):
@@ -268,5 +306,6 @@ def int8_gemm(target: tvm.target.Target, row: KernelRow | None = None) -> tvm.tr
     return rewrite
 
 
-__all__ = ["KERNEL_ATTR", "KERNEL_ROWS", "KernelRow", "column_term", "fits_int32",
-           "gemm_prim_func", "int8_gemm", "kernel_row", "pack_weights", "schedule_gemm"]
+__all__ = ["FACTOR_LIMITS", "KERNEL_ATTR", "KERNEL_ROWS", "KernelRow", "column_term",
+           "fits_int32", "gemm_prim_func", "int8_gemm", "kernel_row", "pack_weights",
+           "schedule_gemm"]
