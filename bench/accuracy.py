@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from lowbit.bench.contender import Contender, float_torch
 from lowbit.bench.lowbit_int8 import lowbit_float, lowbit_int8, lowbit_w4a8
+from lowbit.bench.lowbit_mixed import SIZE_FRACTION, lowbit_mixed
 from lowbit.bench.neighbours import neighbour_agreement
 from lowbit.bench.peers_nncf import nncf_int8, nncf_int8_transformer, nncf_version
 from lowbit.bench.peers_onnxruntime import onnxruntime_qdq, onnxruntime_qdq_w4a8
@@ -34,6 +35,7 @@ PT2E = "torch PT2E INT8"
 LOWBIT_W4A8 = "lowbit W4A8 integer-only"
 ORT_W4A8 = "onnxruntime QDQ W4A8"
 PT2E_W4A8 = "torch PT2E W4A8"
+LOWBIT_MIXED = f"lowbit mixed W4/W8A8 @ size {SIZE_FRACTION}"
 
 INT8_PEERS = (ORT_QDQ, NNCF, NNCF_TRANSFORMER, PT2E)
 W4A8_PEERS = (ORT_W4A8, PT2E_W4A8)
@@ -67,6 +69,11 @@ CONTENDERS: tuple[Contender, ...] = (
               onnxruntime_qdq_w4a8),
     Contender(PT2E_W4A8, "as torch PT2E INT8 with the weight spec's range set to [-8, 7] "
               "(4-bit codes in int8, per-channel symmetric)", torch_pt2e_w4a8),
+    Contender(LOWBIT_MIXED, "HAWQ-V3 widths per conv/linear layer (Hutchinson Hessian traces, "
+              "8 to 32 products, on 64 calibration samples; ILP at 60% of the INT8 weight size, "
+              "the sensitivity `lowbit compile --bits mixed --budget size=0.6` uses), 8-bit "
+              "activations; numpy int64 interpreter. No peer does mixed widths, so no target; "
+              "issue 7's targets are in the mixed suite", lowbit_mixed),
 )
 
 OutputMetric = Callable[[np.ndarray, np.ndarray], dict[str, float]]

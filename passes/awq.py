@@ -17,7 +17,7 @@ search only reads the calibration split.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,13 +49,14 @@ def fake_quant_weight(weight: np.ndarray, bits: int) -> np.ndarray:
 
 
 def quantized_error(x: np.ndarray, weights: list[np.ndarray], references: list[np.ndarray],
-                    scales: np.ndarray, bits: int, activation_bits: int) -> float:
+                    scales: np.ndarray, bits: Sequence[int], activation_bits: int) -> float:
     """Sum over ``weights`` of the relative squared output error (against ``references``,
-    the float outputs ``x W^T``) after smoothing by ``scales`` and quantizing."""
+    the float outputs ``x W^T``) after smoothing by ``scales`` and quantizing each weight at
+    its entry of ``bits``."""
     xq = fake_quant_activations((x / scales).astype(np.float32), activation_bits)
     total = 0.0
-    for weight, reference in zip(weights, references):
-        got = xq @ fake_quant_weight(weight * scales, bits).T
+    for weight, reference, width in zip(weights, references, bits, strict=True):
+        got = xq @ fake_quant_weight(weight * scales, width).T
         total += float(np.square(reference - got).sum() / max(np.square(reference).sum(), 1e-30))
     return total
 
@@ -66,10 +67,13 @@ class AwqSearch:
     bits: int = 8
     activation_bits: int = 8
     rows: int = 256
+    layer_bits: Mapping[str, int] = field(default_factory=dict)
+    """Weight bits of single linears (mixed precision), by node name; others get ``bits``."""
     name: str = "awq"
 
     def __post_init__(self) -> None:
-        if self.bits not in (4, 8) or self.activation_bits not in (4, 8):
+        widths = {self.bits, self.activation_bits, *self.layer_bits.values()}
+        if not widths <= {4, 8}:
             raise ValueError("awq searches for 4- or 8-bit weights and activations")
 
     def run(self, graph: Graph) -> PassResult:
@@ -85,8 +89,9 @@ class AwqSearch:
             weights = [result.constants[u.inputs[1]].astype(np.float64) for u in group.linears]
             references = [x @ w.T.astype(np.float32) for w in weights]
             column = weight_column_absmax(result, group)
+            widths = [self.layer_bits.get(u.name, self.bits) for u in group.linears]
             errors = [quantized_error(x, weights, references, smoothing_scales(act, column, alpha),
-                                      self.bits, self.activation_bits) for alpha in GRID]
+                                      widths, self.activation_bits) for alpha in GRID]
             best = GRID[int(np.argmin(errors))]
             scales = smoothing_scales(act, column, best)
             fold_into_norm(result, group, scales, np.zeros_like(scales), "awq")
@@ -99,7 +104,8 @@ class AwqSearch:
 def make(inputs: PassInputs) -> AwqSearch:
     assert inputs.calibration is not None
     return AwqSearch(inputs.calibration, int(inputs.options.get("bits", 8)),
-                     int(inputs.options.get("activation_bits", 8)))
+                     int(inputs.options.get("activation_bits", 8)),
+                     layer_bits=dict(inputs.options.get("layer_bits", {})))
 
 
 register_pass(PassEntry("awq", "AWQ-style grid search of the LayerNorm -> linear migration "

@@ -38,6 +38,7 @@ def test_table_has_one_well_formed_row_per_contender(table: ModelTable) -> None:
     assert [row.contender for row in table.rows] == [c.name for c in CONTENDERS]
     assert table.rows[0].contender == FLOAT and table.rows[0].error is None
     assert table.calib_samples == CALIB_SAMPLES and table.test_samples > 0
+    assert all(row.error is None for row in table.rows if row.contender.startswith("lowbit"))
     for row in table.rows:
         assert row.seconds >= 0
         if row.error is None:

@@ -189,6 +189,19 @@ def test_awq_picks_the_alpha_with_the_smallest_fake_quant_error() -> None:
     assert layer["error_best"] == pytest.approx(min(errors), rel=1e-3)
 
 
+def test_awq_quantizes_each_linear_at_its_own_width() -> None:
+    """Mixed precision: a linear listed in ``layer_bits`` is searched at that width."""
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((3, 2)).astype(np.float32)
+    graph = norm_linear([6.0, 0.2], [0.5, -0.1], weight.tolist())
+    calib = {"x": rng.standard_normal((64, 2)).astype(np.float32)}
+    (linear,) = [n.name for n in graph.nodes if n.op == "linear"]
+    at8 = row(AwqSearch(calib, bits=8).run(graph).stats, "layers", "ln")
+    at4 = row(AwqSearch(calib, bits=4).run(graph).stats, "layers", "ln")
+    mixed = row(AwqSearch(calib, bits=4, layer_bits={linear: 8}).run(graph).stats, "layers", "ln")
+    assert mixed["error_best"] == at8["error_best"] != at4["error_best"]
+
+
 def test_log2_codes_by_hand() -> None:
     # D = 1: q = round(-2 log2 p): p = 1/2 -> 2, 1/4 -> 4, 0.3 -> round(3.47) = 3, 1 -> 0;
     # 4 bits: live codes 0..14, code 15 reads as 0 (p = 2^-8 -> 16 -> 15, p = 0 -> 15).

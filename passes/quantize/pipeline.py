@@ -92,9 +92,11 @@ def compile_graph(graph: Graph, calibration_data: Mapping[str, np.ndarray],
                          f"choose from {sorted(SUPPORTED_BITS)}")
     if options.block_size is not None and options.block_size not in BLOCK_SIZES:
         raise ValueError(f"block size {options.block_size} is not one of {BLOCK_SIZES}")
-    chosen = default_passes(graph, options.bits) if options.passes is None else options.passes
+    narrowest = min([options.bits, *options.layer_bits.values()])
+    chosen = default_passes(graph, narrowest) if options.passes is None else options.passes
     pass_options = {"bits": options.bits, "activation_bits": options.activation_bits,
-                    "alpha": options.migration_alpha, "block_size": options.block_size}
+                    "layer_bits": dict(options.layer_bits), "alpha": options.migration_alpha,
+                    "block_size": options.block_size}
     passes = make_passes(CLEANUP_PASSES + tuple(chosen), PassInputs(calibration_data,
                                                                      pass_options))
     float_graph, records = PassManager(passes).run(graph)
