@@ -95,7 +95,9 @@ def lowbit_gemm(case: GemmCase, a: np.ndarray, b: np.ndarray) -> Call:
     from tvm import relax
 
     from lowbit.compiler.codegen.tvm_build import build
+    from lowbit.runtime.tvm_threads import claim_physical_cores
 
+    claim_physical_cores()
     main = relax.VirtualMachine(build(_lowbit_graph(case, b), "llvm").module, tvm.cpu())["main"]
     sources = [aligned(a)] + ([] if case.constant_b else [aligned(b)])
     return lambda: np.from_dlpack(main(*map(tvm.runtime.from_dlpack, sources)))

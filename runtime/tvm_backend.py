@@ -23,21 +23,34 @@ from typing import Any
 import numpy as np
 
 from lowbit.compiler.errors import InputError, LowbitError
+from lowbit.runtime.tvm_threads import claim_physical_cores
 
 ALIGNMENT = 64
 """Bytes from which TVM takes a tensor's data by DLPack (``tvm::ffi::Tensor::FromDLPack``)."""
+STAGED_BYTES = 1 << 16
+"""CPU inputs up to this size are copied into a kept aligned buffer rather than imported."""
+STAGED_SHAPES = 16
+"""Kept buffers per program (one per input shape seen; all dropped when this is reached)."""
 ModuleOrPath = Any  # lowbit.compiler.codegen.tvm_build.TvmExecutable | str | os.PathLike
 
 
 class TvmProgram:
-    """A loaded module on its device: the Relax VM and the program's signature."""
+    """A loaded module on its device: the Relax VM and the program's signature.
+
+    A call costs microseconds of Python (checks, DLPack, the output copy), as much as the
+    kernels of a small model at batch 1, so the per-input checks are precomputed and small CPU
+    inputs are copied into aligned buffers kept from call to call (a copy of a few KiB is
+    cheaper than a DLPack import, and inputs need not be aligned). Like the Relax VM it holds,
+    one program serves one thread at a time."""
 
     def __init__(self, module: Any, device: str | None = None) -> None:
         import tvm
+        import tvm_ffi
         from tvm import relax
 
         from lowbit.compiler.codegen.tvm_emit import SIGNATURE
 
+        claim_physical_cores()
         self.device = tvm.device(device or device_of(module), 0)
         self.vm = relax.VirtualMachine(module, self.device)
         self.signature: dict[str, Any] = json.loads(bytes(self.vm[SIGNATURE]().numpy()))
@@ -45,14 +58,16 @@ class TvmProgram:
         self.outputs = [entry["name"] for entry in self.signature["outputs"]]
         self._main = self.vm["main"]
         self._on_cpu = self.device.dlpack_device_type() == tvm.cpu().dlpack_device_type()
-        self._dtypes = [np.dtype(entry["dtype"]) for entry in self.signature["inputs"]]
+        self._expected = [(entry["name"], np.dtype(entry["dtype"]), len(entry["shape"]))
+                          for entry in self.signature["inputs"]]
+        self._copy_to_device = tvm.runtime.tensor
+        self._from_dlpack = tvm_ffi.from_dlpack
+        self._staging: dict[tuple[int, tuple[int, ...], np.dtype], tuple[np.ndarray, Any]] = {}
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import tvm
-
         arrays = self._checked(feeds)
         try:
-            result = self._main(*[self._tensor(tvm, a) for a in arrays])
+            result = self._main(*[self._tensor(i, a) for i, a in enumerate(arrays)])
         except (ValueError, RuntimeError) as err:
             raise InputError(f"the TVM module rejected the inputs: {err}") from None
         values = [result] if len(self.outputs) == 1 else list(result)
@@ -61,27 +76,50 @@ class TvmProgram:
         return {name: np.from_dlpack(value).copy() if self._on_cpu else value.numpy()
                 for name, value in zip(self.outputs, values, strict=True)}
 
-    def _tensor(self, tvm: Any, array: np.ndarray) -> Any:
-        """The input on the device; on the CPU by DLPack, without a copy where it is aligned."""
+    def _tensor(self, position: int, array: np.ndarray) -> Any:
+        """The input on the device; on the CPU a small one staged (``_staged``), a large one by
+        DLPack, without a copy where it is aligned."""
         if not self._on_cpu or array.ndim == 0 or array.size == 0:  # DLPack mangles those
-            return tvm.runtime.tensor(array, self.device)
-        return tvm.runtime.from_dlpack(aligned(array))
+            return self._copy_to_device(array, self.device)
+        if array.nbytes <= STAGED_BYTES:
+            return self._staged(position, array)
+        tensor = self._from_dlpack(array)
+        if tensor.data_ptr() % ALIGNMENT:  # cheaper than tvm_ffi's refusal, an exception
+            tensor = self._from_dlpack(aligned(array))
+        return tensor
+
+    def _staged(self, position: int, array: np.ndarray) -> Any:
+        """``array`` copied into this program's aligned buffer for the input at ``position``
+        with its shape and dtype (each input its own: two may have the same shape)."""
+        key = (position, array.shape, array.dtype)
+        staged = self._staging.get(key)
+        if staged is None:
+            if len(self._staging) >= STAGED_SHAPES:
+                self._staging.clear()
+            buffer = aligned(np.empty(array.shape, array.dtype))
+            staged = self._staging[key] = (buffer, self._from_dlpack(buffer))
+        np.copyto(staged[0], array)
+        return staged[1]
 
     def _checked(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        if len(feeds) != len(self._expected) or not all(name in feeds for name in self.inputs):
+            self._name_error(feeds)
+        arrays = []
+        for name, dtype, rank in self._expected:
+            array = np.ascontiguousarray(feeds[name])
+            if array.dtype != dtype or array.ndim != rank:
+                entry = self.signature["inputs"][self.inputs.index(name)]
+                raise InputError(f"input {name!r} is {array.dtype}{list(array.shape)}, "
+                                 f"expected {entry['dtype']}{entry['shape']}")
+            arrays.append(array)
+        return arrays
+
+    def _name_error(self, feeds: Mapping[str, np.ndarray]) -> None:
         missing = [name for name in self.inputs if name not in feeds]
         if missing:
             raise InputError(f"missing input(s) {missing}; the program takes {self.inputs}")
         extra = sorted(set(feeds) - set(self.inputs))
-        if extra:
-            raise InputError(f"unknown input(s) {extra}; the program takes {self.inputs}")
-        arrays = []
-        for entry, dtype in zip(self.signature["inputs"], self._dtypes, strict=True):
-            array = np.ascontiguousarray(feeds[entry["name"]])
-            if array.dtype != dtype or array.ndim != len(entry["shape"]):
-                raise InputError(f"input {entry['name']!r} is {array.dtype}{list(array.shape)}, "
-                                 f"expected {entry['dtype']}{entry['shape']}")
-            arrays.append(array)
-        return arrays
+        raise InputError(f"unknown input(s) {extra}; the program takes {self.inputs}")
 
 
 def aligned(array: np.ndarray) -> np.ndarray:
