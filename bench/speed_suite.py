@@ -28,7 +28,7 @@ from lowbit.models import BundledModel, get_model
 from lowbit.models.bundled import ArrayDict, PredictFn
 
 BATCHES = (1, 32)
-BUDGET = Budget(seconds=3.0)
+BUDGET = Budget(seconds=3.0, warmup=10, max_repeats=3000)
 
 
 @dataclass(frozen=True)
@@ -186,8 +186,9 @@ def speed(names: Sequence[str], calib: Mapping[str, ArrayDict]) -> str:
         "## Speed",
         f"Targets: {', '.join(f'{n} {label}' for label, n in counts.items())}. "
         "Latency is the median wall time of one call from numpy inputs to numpy outputs "
-        f"({BUDGET.warmup} warm-up call, then repeats for {BUDGET.seconds:.0f} s, at least "
-        f"{BUDGET.min_repeats}, each contender in its own block); samples/s is "
+        f"({BUDGET.warmup} warm-up calls, then repeats for {BUDGET.seconds:.0f} s, at least "
+        f"{BUDGET.min_repeats} and at most {BUDGET.max_repeats}, each contender in its own "
+        "block); samples/s is "
         "batch / median; ÷ columns are each row's median over lowbit's (above 1: lowbit is "
         "faster); in the GEMM table, over onnxruntime's u8 x s8 MatMulInteger. Inputs are real "
         f"test samples. {machine(load_at_start)}.",
