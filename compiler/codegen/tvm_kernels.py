@@ -28,13 +28,14 @@ for ``vpdpwssd`` / ``vpmaddwd``; ``K`` must be even. In the same pass, 2-d convo
 
 The PrimFunc is scheduled for the target by the first ``KERNEL_ROWS`` row whose CPU features it
 has: tiles of 4 rows by up to 4 packed column blocks (64 columns), spread over the CPU's
-threads when the call has at least ``MIN_MACS`` multiply-adds (``tvm_parallel_gate``); each
-row of a tile runs the row's intrinsic (``tvm_kernel_intrins``), a chain of up to 16 steps
-(of depth 4, or 2 for int16) over all the tile's columns, written as one expression so that the
-accumulators stay in registers within a chain; the tile's accumulators are a local buffer
-between chains, and the column-term epilogue is fused into the tile. The generic row (any CPU)
-keeps the tiling and lets LLVM vectorize the tile's columns. Rows of ``M`` are padded to the
-tile by re-reading the last row; the epilogue writes only real rows.
+threads when the call has at least ``MIN_MACS`` multiply-adds (``tvm_parallel_gate``); a
+tile runs the row's intrinsic (``tvm_kernel_intrins``), a chain of up to 16 steps (of depth 4,
+or 2 for int16) over all its rows and columns at once, step by step, so that each weight vector
+is loaded once for the 4 rows and the accumulators stay in registers within a chain; they are
+a local buffer between chains, and the column-term epilogue is fused into the tile. Rows of
+``M`` are padded to the tile by repeating the last row, in a tile-local copy of the chain's
+activations; the epilogue writes only real rows. The generic row (any CPU) keeps the tiling
+and lets LLVM vectorize the tile's columns.
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ def _i64(value: int) -> tirx.IntImm:
 
 def gemm_prim_func(depth: int, columns: int, dtype: str) -> tirx.PrimFunc:
     """``out[m, n] = sum_k (int32(x[m, k]) + shift) * w[n, k] + colterm[n]`` for a symbolic
-    number of rows ``m``, with ``w`` packed; unscheduled (``schedule_gemm`` schedules it)."""
+    number of rows ``m``, with ``w`` packed and the rows padded to the tile by repeating the
+    last one (``xpad``); unscheduled (``schedule_gemm`` schedules it)."""
     rows = tirx.Var("m", "int64")
     x = te.placeholder((rows, _i64(depth)), dtype, name="x")
     step = STEP_DEPTH[dtype]
@@ -140,11 +142,13 @@ def gemm_prim_func(depth: int, columns: int, dtype: str) -> tirx.PrimFunc:
                              _i64(LANES), _i64(step)), weight_dtype(dtype), name="w")
     colterm = te.placeholder((_i64(columns),), "int32", name="colterm")
     padded_rows = tirx.floordiv(rows + TILE_ROWS - 1, TILE_ROWS) * TILE_ROWS
+    xpad = te.compute((padded_rows, _i64(depth)),
+                      lambda m, k: x[tirx.min(m, rows - 1), k], name="xpad")
     k = te.reduce_axis((_i64(0), _i64(depth)), name="k")
     shift = SHIFTS[dtype]
 
     def product(m: tirx.Expr, n: tirx.Expr) -> tirx.Expr:
-        u = x[tirx.min(m, rows - 1), k].astype("int32") + shift  # padding rows repeat the last
+        u = xpad[m, k].astype("int32") + shift
         w = packed[n // LANES, k // step, n % LANES, k % step].astype("int32")
         return te.sum(u * w, axis=k)
 
@@ -156,9 +160,12 @@ def gemm_prim_func(depth: int, columns: int, dtype: str) -> tirx.PrimFunc:
 def schedule_gemm(func: tirx.PrimFunc, row: KernelRow, dtype: str,
                   parallel: bool = True) -> tirx.PrimFunc:
     """The row's schedule of a ``gemm_prim_func``: register tile, fused epilogue, and the
-    tiles spread over the threads when ``parallel``."""
+    tiles spread over the threads when ``parallel``. With an ISA, each chain of the tile is
+    one intrinsic over its ``TILE_ROWS`` rows, which read a tile-local copy of their padded
+    activation rows; the generic row reads the activations in place and unrolls the rows."""
     sch = Schedule(func)
     gemm = sch.get_sblock("gemm")
+    xpad = sch.get_sblock("xpad")
     m, n, k = sch.get_loops(gemm)
     blocks = _tile_blocks(sch, n)
     step = STEP_DEPTH[dtype]
@@ -169,6 +176,10 @@ def schedule_gemm(func: tirx.PrimFunc, row: KernelRow, dtype: str,
     inner = (n_tile, k_inner) if row.isa else (k_inner, n_tile)  # generic: vectorize columns
     sch.reorder(m_outer, n_outer, k_outer, m_inner, *inner)
     sch.reverse_compute_at(sch.get_sblock("out"), n_outer)
+    if row.isa:
+        sch.compute_at(xpad, k_outer)
+    else:
+        sch.compute_inline(xpad)
     tiles = sch.fuse(m_outer, n_outer)
     if parallel:
         sch.parallel(tiles)
@@ -178,10 +189,13 @@ def schedule_gemm(func: tirx.PrimFunc, row: KernelRow, dtype: str,
         sch.vectorize(n_tile)
     init = sch.decompose_reduction(gemm, k_outer)
     sch.vectorize(sch.get_loops(init)[-1])
-    if row.isa is not None:
-        sch.tensorize(n_tile, intrinsic(row.isa, dtype, steps, blocks))
+    if row.isa is None:
+        sch.unroll(m_inner)
+    else:
+        sch.tensorize(m_inner, intrinsic(row.isa, dtype, steps, blocks, TILE_ROWS))
+        sch.set_scope(xpad, 0, "local")
+        sch.vectorize(sch.get_loops(xpad)[-1])
     sch.set_scope(init, 0, "local")  # the accumulators are private to their tile
-    sch.unroll(m_inner)
     return sch.mod["main"].without_attr("global_symbol").with_attr(
         KERNEL_ATTR, f"{weight_dtype(dtype)}_gemm/{row.name}").with_attr("op_pattern", OPAQUE)
 
