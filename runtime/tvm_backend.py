@@ -84,7 +84,7 @@ class TvmProgram:
         if array.nbytes <= STAGED_BYTES:
             return self._staged(position, array)
         tensor = self._from_dlpack(array)
-        if tensor.data_ptr() % ALIGNMENT:  # cheaper than tvm_ffi's refusal, an exception
+        if tensor.data_ptr() % ALIGNMENT:  # cheaper than require_alignment's exception
             tensor = self._from_dlpack(aligned(array))
         return tensor
 

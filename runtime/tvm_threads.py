@@ -9,7 +9,9 @@ are one thread per core (this project's 2-core CI and test machines, most cloud 
 halves the pool: 2 CPUs gave one thread, and every parallel loop ran serially (MiniLM's FFN
 GEMM at batch 32: 125 us with the default, 62 us with 2 threads). The pool reads the variable
 once, when it is created on the first parallel call, so ``claim_physical_cores`` is called
-before a module is built or loaded (``tvm_build.build``, ``tvm_backend.TvmProgram``).
+before a module is loaded (``tvm_backend.TvmProgram``, the GEMM micro-benchmark); code that
+runs TVM kernels itself before that keeps TVM's default. The value is inherited by child
+processes, like any environment variable.
 """
 
 from __future__ import annotations
