@@ -24,19 +24,20 @@ TOPOLOGY = Path("/sys/devices/system/cpu")
 
 
 def physical_cores(cpus: set[int] | None = None, topology: Path = TOPOLOGY) -> int:
-    """Distinct (package, core) pairs among ``cpus`` (default: this process's affinity set);
-    the number of CPUs where the topology cannot be read."""
+    """Distinct cores among ``cpus`` (default: this process's affinity set), a core being the
+    set of hardware threads sysfs lists as siblings (``thread_siblings_list``; unlike
+    ``core_id`` it does not repeat across packages or Arm clusters); the number of CPUs where
+    the topology cannot be read. A cgroup CPU quota is not consulted."""
     if cpus is None:
         cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else \
             set(range(os.cpu_count() or 1))
     cores = set()
     for cpu in cpus:
-        folder = topology / f"cpu{cpu}" / "topology"
         try:
-            cores.add(((folder / "physical_package_id").read_text().strip(),
-                       (folder / "core_id").read_text().strip()))
+            siblings = (topology / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text()
         except OSError:
             return max(len(cpus), 1)
+        cores.add(siblings.strip())
     return max(len(cores), 1)
 
 

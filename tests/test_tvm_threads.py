@@ -10,31 +10,31 @@ from lowbit.runtime import tvm_threads
 from lowbit.runtime.tvm_threads import claim_physical_cores, physical_cores
 
 
-def topology(root: Path, cores: dict[int, tuple[int, int]]) -> Path:
-    """``/sys/devices/system/cpu`` with CPU -> (package, core)."""
-    for cpu, (package, core) in cores.items():
+def topology(root: Path, siblings: dict[int, str]) -> Path:
+    """``/sys/devices/system/cpu`` with CPU -> its ``thread_siblings_list``."""
+    for cpu, listed in siblings.items():
         folder = root / f"cpu{cpu}" / "topology"
         folder.mkdir(parents=True)
-        (folder / "physical_package_id").write_text(f"{package}\n")
-        (folder / "core_id").write_text(f"{core}\n")
+        (folder / "thread_siblings_list").write_text(f"{listed}\n")
     return root
 
 
 def test_two_hardware_threads_of_one_core_count_once(tmp_path: Path) -> None:
-    root = topology(tmp_path, {0: (0, 0), 1: (0, 1), 2: (0, 0), 3: (0, 1)})
+    root = topology(tmp_path, {0: "0,2", 1: "1,3", 2: "0,2", 3: "1,3"})
     assert physical_cores({0, 1, 2, 3}, root) == 2
     assert physical_cores({0, 2}, root) == 1
 
 
 def test_one_thread_per_core_counts_every_cpu(tmp_path: Path) -> None:
     # the machines this project runs on: TVM's own default would give 1 thread here
-    root = topology(tmp_path, {0: (0, 0), 1: (0, 1)})
+    root = topology(tmp_path, {0: "0", 1: "1"})
     assert physical_cores({0, 1}, root) == 2
 
 
-def test_same_core_id_on_two_packages_is_two_cores(tmp_path: Path) -> None:
-    root = topology(tmp_path, {0: (0, 0), 1: (1, 0)})
-    assert physical_cores({0, 1}, root) == 2
+def test_cores_of_two_clusters_are_told_apart(tmp_path: Path) -> None:
+    # an Arm big.LITTLE board: core_id restarts at 0 in each cluster; the sibling lists do not
+    root = topology(tmp_path, {0: "0", 1: "1", 4: "4", 5: "5"})
+    assert physical_cores({0, 1, 4, 5}, root) == 4
 
 
 def test_unreadable_topology_counts_cpus(tmp_path: Path) -> None:
