@@ -11,19 +11,14 @@ minimizes their sum under the size budget. Only calibration data is seen; no ker
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-
 from lowbit.compiler.importers.sources import capture_bundled
 from lowbit.models import BundledModel
 from lowbit.models.bundled import ArrayDict, PredictFn
 from lowbit.passes.mixed_precision.costs import budget_limit, static_costs
 from lowbit.passes.mixed_precision.data import calibration_slice
 from lowbit.passes.mixed_precision.ilp import solve_assignment
-from lowbit.passes.mixed_precision.layers import lowered_weights, quantizable_layers
-from lowbit.passes.mixed_precision.plan import sensitivity_matrix
-from lowbit.passes.mixed_precision.sensitivity import (BITS, HutchinsonConfig,
-                                                       layer_sensitivities)
+from lowbit.passes.mixed_precision.plan import hessian_sensitivities, sensitivity_matrix
+from lowbit.passes.mixed_precision.sensitivity import BITS, HutchinsonConfig
 from lowbit.passes.quantize.pipeline import CompileOptions, compile_graph
 from lowbit.runtime import run_graph
 
@@ -39,15 +34,9 @@ second backward pass through six BERT layers, and with the default it had not fi
 def lowbit_mixed(model: BundledModel, calib: ArrayDict) -> PredictFn:
     """The integer program with the ILP's widths at ``SIZE_FRACTION`` of the INT8 size."""
     graph = capture_bundled(model.name)
-    layers = quantizable_layers(graph)
     count = min(HESSIAN_SAMPLES, len(next(iter(calib.values()))))
-    sample = calibration_slice(model, 0, count)
-    inputs = [torch.from_numpy(np.ascontiguousarray(sample.feeds[n])) for n in model.input_names]
-    labels = None if sample.labels is None else torch.from_numpy(sample.labels)
-    float_graph = compile_graph(graph, calib, CompileOptions(progress=False)).float_graph
-    sensitivities = layer_sensitivities(model.load(), layers, inputs, labels, HUTCHINSON,
-                                        progress=False,
-                                        lowered=lowered_weights(float_graph, layers))
+    layers, sensitivities, _ = hessian_sensitivities(
+        model, graph, calib, calibration_slice(model, 0, count), HUTCHINSON)
     size = static_costs(layers, "size", BITS)
     widths = solve_assignment(sensitivity_matrix(sensitivities), size,
                               budget_limit(size, BITS, SIZE_FRACTION), BITS)

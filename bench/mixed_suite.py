@@ -33,11 +33,11 @@ from lowbit.models.digits_data import digits_split
 from lowbit.passes.mixed_precision.costs import budget_limit, static_costs
 from lowbit.passes.mixed_precision.data import calibration_slice
 from lowbit.passes.mixed_precision.ilp import solve_assignment
-from lowbit.passes.mixed_precision.layers import QuantLayer, lowered_weights, quantizable_layers
-from lowbit.passes.mixed_precision.plan import sensitivity_matrix
+from lowbit.passes.mixed_precision.layers import QuantLayer
+from lowbit.passes.mixed_precision.plan import hessian_sensitivities, sensitivity_matrix
 from lowbit.passes.mixed_precision.relevance import relevance_weights
 from lowbit.passes.mixed_precision.search import random_assignment
-from lowbit.passes.mixed_precision.sensitivity import BITS, LayerSensitivity, layer_sensitivities
+from lowbit.passes.mixed_precision.sensitivity import BITS, LayerSensitivity
 from lowbit.passes.quantize.pipeline import CompileOptions, compile_graph
 from lowbit.runtime import run_graph
 
@@ -105,11 +105,7 @@ def bench_mixed(name: str, calib: ArrayDict) -> str:
         return f"### {name}\n\nSkipped: no labels, so no cross-entropy Hessian.\n"
     start = time.perf_counter()
     graph = capture_bundled(name)
-    layers = quantizable_layers(graph)
-    inputs = [torch.from_numpy(np.ascontiguousarray(data.feeds[n])) for n in model.input_names]
-    float_graph = compile_graph(graph, calib, CompileOptions(progress=False)).float_graph
-    sens = layer_sensitivities(model.load(), layers, inputs, torch.from_numpy(data.labels),
-                               lowered=lowered_weights(float_graph, layers))
+    layers, sens, float_graph = hessian_sensitivities(model, graph, calib, data, progress=True)
     size = static_costs(layers, "size", BITS)
     limit = budget_limit(size, BITS, SIZE_FRACTION)
     full = budget_limit(size, BITS, 1.0)

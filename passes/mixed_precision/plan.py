@@ -21,7 +21,7 @@ from lowbit.compiler.errors import LowbitError
 from lowbit.compiler.ir import Graph
 from lowbit.models import BundledModel, get_model, model_names
 from lowbit.passes.mixed_precision.costs import Budget, budget_limit, static_costs
-from lowbit.passes.mixed_precision.data import calibration_slice
+from lowbit.passes.mixed_precision.data import Slice, calibration_slice
 from lowbit.passes.mixed_precision.ilp import solve_assignment
 from lowbit.passes.mixed_precision.latency import LatencyTable
 from lowbit.passes.mixed_precision.layers import QuantLayer, lowered_weights, quantizable_layers
@@ -93,6 +93,25 @@ def layer_costs(layers: Sequence[QuantLayer], target: str, activation_bits: int,
     return costs, []
 
 
+def hessian_sensitivities(model: BundledModel, graph: Graph,
+                          calibration: Mapping[str, np.ndarray], sample: Slice,
+                          hutchinson: HutchinsonConfig = HutchinsonConfig(),
+                          compile_options: CompileOptions = CompileOptions(),
+                          progress: bool = False
+                          ) -> tuple[list[QuantLayer], list[LayerSensitivity], Graph]:
+    """The conv/linear layers of ``graph``, their HAWQ-V3 sensitivities on ``sample`` (the
+    perturbation taken on the weights the default float passes hand to the lowering) and that
+    float graph."""
+    layers = quantizable_layers(graph)
+    inputs = [torch.from_numpy(np.ascontiguousarray(sample.feeds[n])) for n in model.input_names]
+    labels = None if sample.labels is None else torch.from_numpy(sample.labels)
+    float_graph = compile_graph(graph, calibration,
+                                replace(compile_options, progress=False)).float_graph
+    sensitivities = layer_sensitivities(model.load(), layers, inputs, labels, hutchinson,
+                                        progress, lowered_weights(float_graph, layers))
+    return layers, sensitivities, float_graph
+
+
 def make_plan(model_name: str, graph: Graph, calibration: Mapping[str, np.ndarray],
               options: PlanOptions) -> MixedPlan:
     if model_name not in model_names():
@@ -100,17 +119,14 @@ def make_plan(model_name: str, graph: Graph, calibration: Mapping[str, np.ndarra
                           "autograd on the float torch module, which an ONNX file does not "
                           "carry", file=model_name)
     model = get_model(model_name)
-    layers = quantizable_layers(graph)
     sample = calibration_slice(model, 0, options.calib_samples)
-    inputs = [torch.from_numpy(np.ascontiguousarray(sample.feeds[n])) for n in model.input_names]
-    labels = None if sample.labels is None else torch.from_numpy(sample.labels)
+    labels = sample.labels
     if options.max_drop is not None and labels is None:
         raise LowbitError(f"--max-drop needs labelled held-back data, and {model_name} has no "
                           "labels; use --budget")
-    float_graph = compile_graph(graph, calibration,
-                                replace(options.compile, progress=False)).float_graph
-    sensitivities = layer_sensitivities(model.load(), layers, inputs, labels, options.hutchinson,
-                                        options.progress, lowered_weights(float_graph, layers))
+    layers, sensitivities, _ = hessian_sensitivities(model, graph, calibration, sample,
+                                                     options.hutchinson, options.compile,
+                                                     options.progress)
     budget = options.budget or DEFAULT_BUDGET
     costs, notes = layer_costs(layers, options.target, options.compile.activation_bits,
                                options.progress, budget.metric == "latency")
