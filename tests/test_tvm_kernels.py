@@ -29,6 +29,7 @@ from tvm import relax  # noqa: E402
 from tvm.target import codegen  # noqa: E402
 
 from lowbit.compiler.codegen.tvm_emit import to_relax  # noqa: E402
+from lowbit.compiler.codegen.tvm_layout import channels_last  # noqa: E402
 from lowbit.compiler.codegen.tvm_parallel_gate import MIN_ELEMENTS, MIN_MACS  # noqa: E402
 from lowbit.compiler.codegen.tvm_kernels import (KERNEL_ATTR, KERNEL_ROWS,  # noqa: E402
                                                  KernelRow, fits_int32, int8_gemm, kernel_row,
@@ -81,10 +82,10 @@ def compiled(graph: Graph, target: tvm.target.Target, row: KernelRow | None
              ) -> tuple[relax.VirtualMachine | None, tvm.IRModule]:
     """The module after the kernel rewrite, and (for the host) its VM."""
     module = to_relax(graph)
-    rewritten = int8_gemm(target, row)(module)
+    rewritten = int8_gemm(target, row)(channels_last()(module))
     if row is None:
         return None, rewritten
-    pipeline = tvm.transform.Sequential([int8_gemm(target, row),
+    pipeline = tvm.transform.Sequential([channels_last(), int8_gemm(target, row),
                                          relax.get_default_pipeline(target)])
     executable = tvm.compile(module, target, relax_pipeline=pipeline)
     return relax.VirtualMachine(executable, tvm.cpu()), rewritten
@@ -305,6 +306,10 @@ CONVS = {  # dtype, zero point, x [C, H, W], w [O, C, KH, KW], strides, pads, di
     "uint8 zero point 255, strided, dilated, uneven pads": ("uint8", 255, (5, 9, 7),
                                                            (8, 5, 2, 3), (2, 1), (0, 1, 2, 0),
                                                            (1, 2)),
+    "int8 1x1 over 16 channels, no im2col": ("int8", -3, (16, 5, 3), (20, 16, 1, 1), (1, 1),
+                                             (0, 0, 0, 0), (1, 1)),
+    "int8 1x1 strided, through im2col": ("int8", 7, (8, 5, 5), (12, 8, 1, 1), (2, 2),
+                                         (0, 0, 0, 0), (1, 1)),
 }
 
 
@@ -317,8 +322,10 @@ def test_convolution_through_im2col_is_bit_exact(case: str) -> None:
                    {"x_zero_point": zero_point, "strides": strides, "pads": pads,
                     "dilations": dilations, "groups": 1})
     vm, module = compiled(graph, HOST, runnable_rows()[0])
-    assert sorted(kernels_used(module)) == ["im2col", f"int8_gemm/{runnable_rows()[0].name}"]
+    im2col = [] if "no im2col" in case else ["im2col"]
+    assert sorted(kernels_used(module)) == im2col + [f"int8_gemm/{runnable_rows()[0].name}"]
     assert "conv2d" not in module["main"].script()
+    assert module["main"].script().count("permute_dims") == 2  # at the edges: in and out
     for batch in (1, 3, MIN_ELEMENTS // int(np.prod(x_shape)) + 1):  # the last one in parallel
         x = activations(dtype, (batch,) + x_shape)
         got = vm["main"](tvm.runtime.tensor(x)).numpy()

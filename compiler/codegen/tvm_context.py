@@ -85,7 +85,7 @@ class Emitter:
         source = np.asarray(value)
         if not fits(source, dtype):
             raise ValueError(f"constant {source} does not fit {dtype}")
-        array = np.ascontiguousarray(source.astype(dtype))
+        array = source.astype(dtype, order="C")  # keeps rank 0 (ascontiguousarray would not)
         key = (dtype, array.shape, array.tobytes())
         if key not in self._consts:
             self._consts[key] = relax.const(array, dtype)

@@ -159,20 +159,32 @@ def emit_int_sum(em: Emitter, x: Operand, *, axes: tuple[int, ...], keepdims: bo
 def emit_requantize(em: Emitter, acc: Operand, mult: Operand, shift: Operand,
                     offset: Operand | None, *, zero_point: int, dtype: str, qmin: int,
                     qmax: int) -> relax.Expr:
-    scaled = em.mul(em.wide(acc), _scalar_or_wide(em, mult))
+    rank = acc.type.rank
+    scaled = em.mul(em.wide(acc), _scalar_or_wide(em, mult, rank))
     if offset is not None:
-        scaled = em.add(scaled, _scalar_or_wide(em, offset))
-    amount = shift.value.astype(np.int64) if shift.value is not None else em.wide(shift)
+        scaled = em.add(scaled, _scalar_or_wide(em, offset, rank))
+    amount = (_at_rank(shift.value.astype(np.int64), rank) if shift.value is not None
+              else em.wide(shift))
     codes = em.add(rounding_shift(em, scaled, amount), zero_point)
     return clamp_cast(em, codes, qmin, qmax, dtype)
 
 
-def _scalar_or_wide(em: Emitter, operand: Operand) -> relax.Expr:
-    """An int64 operand; a constant whose entries are all equal becomes a scalar constant."""
+def _scalar_or_wide(em: Emitter, operand: Operand, rank: int) -> relax.Expr:
+    """An int64 operand; a constant whose entries are all equal becomes a scalar constant, any
+    other constant gets the rank of the tensor it scales (``_at_rank``)."""
     value = operand.value
-    if value is not None and value.size and np.all(value == value.flat[0]):
+    if value is None:
+        return em.wide(operand)
+    if value.size and np.all(value == value.flat[0]):
         return em.const(np.int64(value.flat[0]), "int64")
-    return em.wide(operand)
+    return em.const(_at_rank(value.astype(np.int64), rank), "int64")
+
+
+def _at_rank(value: np.ndarray, rank: int) -> np.ndarray:
+    """``value`` with leading unit axes up to ``rank``: the same broadcast, but a per-channel
+    constant now has an axis for each of the tensor's, which TVM's layout conversion
+    (``tvm_layout``) needs to move it along with the channels."""
+    return value.reshape((1,) * (rank - value.ndim) + value.shape)
 
 
 @emitter(INT_EMITTERS, "int_add")

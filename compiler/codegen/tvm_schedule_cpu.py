@@ -33,6 +33,7 @@ from tvm.s_tir.schedule import ScheduleError
 
 from lowbit.compiler.codegen.tvm_kernels import int8_gemm
 from lowbit.compiler.codegen.tvm_kernels_batched import KERNEL_ATTR
+from lowbit.compiler.codegen.tvm_layout import channels_last
 from lowbit.compiler.codegen.tvm_parallel_gate import MIN_ELEMENTS, elements, gated
 
 VECTOR_LANES = (16, 8, 4)
@@ -198,11 +199,12 @@ def _unscheduled(func: object) -> bool:
 
 
 def scheduled_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
-    """lowbit's CPU passes up to scheduled TIR: the kernel rewrite (``tvm_kernels``), TVM's CPU
-    dispatch, legalization and fusion, then ``schedule_cpu``; run them inside ``with target``."""
+    """lowbit's CPU passes up to scheduled TIR: channels-last convolutions (``tvm_layout``), the
+    kernel rewrite (``tvm_kernels``), TVM's CPU dispatch, legalization and fusion, then
+    ``schedule_cpu``; run them inside ``with target``."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    return ([int8_gemm(target)] + cpu.library_dispatch_passes(target)
+    return ([channels_last(), int8_gemm(target)] + cpu.library_dispatch_passes(target)
             + cpu.legalize_passes(target) + [schedule_cpu()])
 
 
