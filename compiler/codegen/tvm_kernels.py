@@ -51,6 +51,8 @@ from tvm.target import codegen
 
 from lowbit.compiler.codegen.tvm_kernel_intrins import (LANES, SHIFTS, STEP_DEPTH, intrinsic,
                                                         supports, weight_dtype)
+from lowbit.compiler.codegen.tvm_kernel_epilogue import (Epilogue, absorb_epilogues,
+                                                          apply_epilogue, epilogue_params)
 from lowbit.compiler.codegen.tvm_kernel_patterns import ConstantProduct
 from lowbit.compiler.codegen.tvm_kernels_batched import KERNEL_ATTR, OPAQUE, rewrite_batched
 from lowbit.compiler.codegen.tvm_kernels_conv import rewrite_convs
@@ -65,6 +67,8 @@ CHAINS = (16, 12, 8, 6, 4, 3, 2, 1)
 INT32_LIMIT = 1 << 31
 FACTOR_LIMITS = {"int8": 255, "uint8": 255, "int16": 32768}
 """Activation dtype to the largest magnitude of the kernel's activation factor ``x + shift``."""
+KernelKey = tuple[int, int, str, Epilogue]
+"""Depth, columns, activation dtype and epilogue of one GEMM PrimFunc."""
 PRODUCT_FORMS = ((True, False, False), (False, False, False), (True, True, True),
                  (False, True, True), (True, True, False), (False, True, False))
 """``ConstantProduct`` (shifted, truncated, biased) forms rewritten, biased before unbiased so
@@ -131,10 +135,12 @@ def _i64(value: int) -> tirx.IntImm:
     return tirx.IntImm("int64", value)
 
 
-def gemm_prim_func(depth: int, columns: int, dtype: str) -> tirx.PrimFunc:
+def gemm_prim_func(depth: int, columns: int, dtype: str, epilogue: Epilogue = ()
+                   ) -> tirx.PrimFunc:
     """``out[m, n] = sum_k (int32(x[m, k]) + shift) * w[n, k] + colterm[n]`` for a symbolic
     number of rows ``m``, with ``w`` packed and the rows padded to the tile by repeating the
-    last one (``xpad``); unscheduled (``schedule_gemm`` schedules it)."""
+    last one (``xpad``), then the ``epilogue`` on each value (its constants are parameters
+    after ``colterm``, ``tvm_kernel_epilogue``); unscheduled (``schedule_gemm`` schedules it)."""
     rows = tirx.Var("m", "int64")
     x = te.placeholder((rows, _i64(depth)), dtype, name="x")
     step = STEP_DEPTH[dtype]
@@ -153,8 +159,11 @@ def gemm_prim_func(depth: int, columns: int, dtype: str) -> tirx.PrimFunc:
         return te.sum(u * w, axis=k)
 
     acc = te.compute((padded_rows, _i64(padded_columns(columns))), product, name="gemm")
-    out = te.compute((rows, _i64(columns)), lambda m, n: acc[m, n] + colterm[n], name="out")
-    return te.create_prim_func([x, packed, colterm, out])
+    constants = [te.placeholder((_i64(length),), constant_dtype, name=f"epilogue{i}")
+                 for i, (length, constant_dtype) in enumerate(epilogue_params(epilogue, columns))]
+    out = te.compute((rows, _i64(columns)), lambda m, n: apply_epilogue(
+        acc[m, n] + colterm[n], n, epilogue, constants), name="out")
+    return te.create_prim_func([x, packed, colterm, *constants, out])
 
 
 def schedule_gemm(func: tirx.PrimFunc, row: KernelRow, dtype: str,
@@ -215,21 +224,28 @@ class _Rewriter:
     """Rewrites matched products of one module; one scheduled PrimFunc per (K, N, dtype)."""
 
     def __init__(self, row: KernelRow, builder: relax.BlockBuilder, pattern: ConstantProduct,
-                 kernels: dict[tuple[int, int, str], relax.GlobalVar]) -> None:
+                 kernels: dict[KernelKey, relax.GlobalVar]) -> None:
         self.row = row
         self.builder = builder
         self.pattern = pattern
         self.kernels = kernels
 
-    def kernel(self, depth: int, columns: int, dtype: str) -> relax.GlobalVar:
-        key = (depth, columns, dtype)
+    def kernel(self, depth: int, columns: int, dtype: str, epilogue: Epilogue = ()
+               ) -> relax.GlobalVar:
+        key = (depth, columns, dtype, epilogue)
         if key not in self.kernels:
-            func = gemm_prim_func(depth, columns, dtype)
+            func = gemm_prim_func(depth, columns, dtype, epilogue)
             func = gated(lambda parallel: schedule_gemm(func, self.row, dtype, parallel),
                          func.params[0].shape[0] * depth * columns, MIN_MACS)
+            suffix = f"_{len(epilogue)}ops" if epilogue else ""
             self.kernels[key] = self.builder.add_func(
-                func, f"lowbit_int8_gemm_{dtype}_{depth}x{columns}")
+                func, f"lowbit_int8_gemm_{dtype}_{depth}x{columns}{suffix}")
         return self.kernels[key]
+
+    def with_epilogue(self, key: KernelKey, epilogue: Epilogue) -> relax.GlobalVar:
+        """The kernel of ``key`` with ``epilogue`` after its own (``tvm_kernel_epilogue``)."""
+        depth, columns, dtype, own = key
+        return self.kernel(depth, columns, dtype, own + epilogue)
 
     def gemm(self, flat: relax.Expr, dtype: str, weight: np.ndarray,
              zero_point: np.ndarray | int, rows: tirx.Expr, bias: np.ndarray | None = None,
@@ -305,15 +321,17 @@ def int8_gemm(target: tvm.target.Target, row: KernelRow | None = None) -> tvm.tr
     @tvm.transform.module_pass(opt_level=0, name="LowbitInt8Gemm")
     def rewrite(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         builder = relax.BlockBuilder(mod)
-        kernels: dict[tuple[int, int, str], relax.GlobalVar] = {}
+        kernels: dict[KernelKey, relax.GlobalVar] = {}
         for form in PRODUCT_FORMS:
             rewriter = _Rewriter(row, builder, ConstantProduct("relax.matmul", *form), kernels)
             product = rewriter.pattern.product()
             for gv, func in builder.get().functions_items():
                 if isinstance(func, relax.Function):
                     builder.update_func(gv, rewrite_call(product, rewriter, func))
-        rewrite_convs(builder, _Rewriter(row, builder, ConstantProduct("relax.matmul", False),
-                                         kernels).gemm)
+        rewriter = _Rewriter(row, builder, ConstantProduct("relax.matmul", False), kernels)
+        rewrite_convs(builder, rewriter.gemm)
+        absorb_epilogues(builder, {gv: key for key, gv in kernels.items()},
+                         rewriter.with_epilogue)
         rewrite_batched(builder)
         return relax.transform.DeadCodeElimination()(builder.get())
 
