@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.compiler.errors import InputError, LowbitError
+from lowbit.runtime.amx import amx_usable
 from lowbit.runtime.tvm_threads import claim_physical_cores
 
 ALIGNMENT = 64
@@ -51,6 +52,7 @@ class TvmProgram:
         from lowbit.compiler.codegen.tvm_emit import SIGNATURE
 
         claim_physical_cores()
+        amx_usable()  # asks for the AMX tile state before a kernel can use it (runtime.amx)
         self.device = tvm.device(device or device_of(module), 0)
         self.vm = relax.VirtualMachine(module, self.device)
         self.signature: dict[str, Any] = json.loads(bytes(self.vm[SIGNATURE]().numpy()))

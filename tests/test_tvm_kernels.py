@@ -31,23 +31,25 @@ from tvm.target import codegen  # noqa: E402
 from lowbit.compiler.codegen.tvm_emit import to_relax  # noqa: E402
 from lowbit.compiler.codegen.tvm_layout import channels_last  # noqa: E402
 from lowbit.compiler.codegen.tvm_parallel_gate import MIN_ELEMENTS, MIN_MACS  # noqa: E402
+from lowbit.compiler.codegen.tvm_build import TARGETS  # noqa: E402
+from lowbit.compiler.codegen.tvm_kernel_intrins import supports  # noqa: E402
 from lowbit.compiler.codegen.tvm_kernels import (KERNEL_ATTR, KERNEL_ROWS,  # noqa: E402
                                                  KernelRow, fits_int32, int8_gemm, kernel_row,
-                                                 pack_weights)
+                                                 pack_weights, row_for)
 
 from tests.integer_graphs import one_op  # noqa: E402
 
 RNG = np.random.default_rng(91)
 N = Sym(1)
-HOST = tvm.target.Target.from_device(tvm.cpu())
+HOST = TARGETS["llvm"].make()  # this CPU, with its AMX features where this process may use AMX
 ROWS = {row.name: row for row in KERNEL_ROWS}
 AARCH64_DOTPROD = {"kind": "llvm", "mtriple": "aarch64-linux-gnu",
                    "mattr": ["+neon", "+dotprod"]}
 
 
 def int16_rows() -> list[KernelRow]:
-    """The runnable rows with an int16 chain (the x86 ones)."""
-    return [row for row in runnable_rows() if row.isa is not None]
+    """The runnable rows with an int16 chain (the x86 ones but AMX)."""
+    return [row for row in runnable_rows() if row.isa and supports(row.isa, "int16")]
 
 
 def runnable_rows() -> list[KernelRow]:
@@ -140,6 +142,9 @@ def test_int32_bound_of_the_unsigned_partial_sums() -> None:
 
 def test_rows_follow_the_target_features() -> None:
     assert kernel_row(tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake"})).isa == "vnni"
+    amx = kernel_row(tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids"}))
+    assert amx.isa == "amx" and row_for(amx, "int8") is amx
+    assert row_for(amx, "int16").name == "avx512-vnni"  # AMX has no int16 step
     assert kernel_row(tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})).isa == "avx2"
     assert kernel_row(tvm.target.Target(AARCH64_DOTPROD)).isa == "sdot"
     assert kernel_row(tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu",
@@ -339,3 +344,22 @@ def test_grouped_convolution_keeps_tvm_lowering() -> None:
                     "dilations": (1, 1), "groups": 4})
     _, module = compiled(graph, HOST, None)
     assert kernels_used(module) == [] and "conv2d" in module["main"].script()
+
+
+# -- AMX ------------------------------------------------------------------------------------------
+def test_the_amx_row_runs_on_a_host_that_grants_amx() -> None:
+    """Where the CPU has AMX and Linux grants it, the host target selects the AMX row, so every
+    bit-exact test above runs it; elsewhere this says why it is not exercised here."""
+    from lowbit.runtime.amx import amx_usable
+
+    if not amx_usable():
+        pytest.skip("this CPU has no AMX int8, or Linux did not grant its tile state")
+    assert kernel_row(HOST).name == "amx" and ROWS["amx"] in runnable_rows()
+
+
+def test_amx_needs_both_cpu_flags(tmp_path) -> None:
+    from lowbit.runtime.amx import amx_usable
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_vnni amx_tile\n")
+    assert not amx_usable(cpuinfo)

@@ -33,6 +33,7 @@ from lowbit.compiler.codegen.tvm_schedule_cpu import scheduled_passes
 from lowbit.compiler.codegen.tvm_store_order import canonical_store_order
 from lowbit.compiler.errors import LowbitError
 from lowbit.compiler.ir import Graph
+from lowbit.runtime.amx import LLVM_FEATURES, amx_usable
 
 AARCH64_CC = "aarch64-linux-gnu-gcc"
 
@@ -50,10 +51,17 @@ class TargetSpec:
 
 
 def _host_target() -> tvm.target.Target:
+    """This CPU as LLVM names it, plus the AMX features where this process may use them
+    (``runtime.amx``): LLVM names some AMX hosts by a model without AMX."""
     try:
-        return tvm.target.Target.from_device(tvm.cpu())
+        target = tvm.target.Target.from_device(tvm.cpu())
     except (ValueError, RuntimeError):
         return tvm.target.Target({"kind": "llvm"})
+    if not amx_usable():
+        return target
+    attrs = dict(target.attrs)
+    attrs["mattr"] = [*attrs.get("mattr", []), *LLVM_FEATURES]
+    return tvm.target.Target({"kind": "llvm", **attrs})
 
 
 def _cuda_target() -> tvm.target.Target:

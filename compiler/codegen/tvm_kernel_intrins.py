@@ -39,6 +39,11 @@ One 8-bit step per ISA (the intrinsic is
   [-32768, 32512]); neither can saturate, and ``vpmaddwd`` by ones widens each to int32 exactly.
 - ``sdot`` (aarch64 dot product): ``sdot`` is s8 x s8, so it takes ``s = u - 128`` (``u ^ 0x80``
   read as int8) and adds ``128 * sum_k B[i, k]`` (a second ``sdot`` with ones, shifted by 7).
+
+``amx`` (Intel AMX) is not a step but whole tiles (``_amx_impl``): 16 rows, up to 4 blocks and a
+depth of a multiple of 64, on the uint8 description (its activations are already the unsigned
+bytes ``u``); the packed weights' ``[16 columns, 4 depth]`` steps are exactly the pair layout
+``tdpbusd`` reads from a weight tile's 64-byte rows.
 """
 
 from __future__ import annotations
@@ -169,7 +174,10 @@ IMPLEMENTATIONS: dict[tuple[str, str], Isa] = {
 
 
 def supports(isa: str | None, dtype: str) -> bool:
-    """Whether ``isa`` has a step for activation ``dtype``."""
+    """Whether ``isa`` has a step for activation ``dtype`` (``amx``: the 8-bit dtypes, which
+    its kernel turns into unsigned bytes)."""
+    if isa == "amx":
+        return dtype in ("int8", "uint8")
     return (isa, weight_dtype(dtype)) in IMPLEMENTATIONS
 
 
@@ -227,16 +235,74 @@ def _impl(isa: str, dtype: str, steps: int, blocks: int, rows: int) -> T.PrimFun
     return desc.with_body(s_tir.SBlockRealize(realize.iter_values, realize.predicate, body))
 
 
+# -- AMX: whole tiles --------------------------------------------------------------------------
+AMX_ROWS = 16
+"""Rows of an AMX tile (and of the ``amx`` row's register tile)."""
+AMX_DEPTH = 64
+"""Bytes of an AMX tile row: the depth one ``tdpbusd`` reduces."""
+AMX_BLOCKS = 4
+"""Accumulator tiles (16-column blocks) at most; tiles 4 and 5 hold activations and weights."""
+_AMX_A, _AMX_B = 4, 5
+_AMX_CONFIG = (1, 0, 0x0040004000400040, 0x0040004000400040, 0, 0, 0x1010101010101010, 0)
+"""``ldtilecfg``'s 64 bytes as eight little-endian words: palette 1; tiles 0-7 of 64 bytes
+(``colsb``, bytes 16-31) by 16 rows (bytes 48-55)."""
+
+
+def _amx_call(name: str, *args: object) -> tirx.Stmt:
+    return tirx.Evaluate(T.call_llvm_intrin("void", f"llvm.x86.{name}", *args))
+
+
+def _amx_impl(steps: int, blocks: int) -> T.PrimFunc:
+    """The uint8 description over a 16-row tile, ``blocks`` column blocks and a depth of
+    ``4 * steps`` (a multiple of 64), as AMX tiles: the accumulators are loaded into tiles
+    0..blocks-1, each 64-deep chunk loads the activations (tile 4, ``u`` bytes, row stride
+    ``sa``) and, per block, the weights (tile 5: 16 rows of the packed ``[16 columns, 4]``
+    steps, 64 bytes apart, which is ``tdpbusd``'s pair layout) and runs ``tdpbusd`` (u8 x s8
+    products summed into int32, wrapping, never saturating); the tiles are stored back. The
+    tile configuration is loaded on every call (it is per thread, and tasks move)."""
+    desc = _desc("uint8", steps, blocks, AMX_ROWS)
+    A, B, C = desc.params
+    config = tirx.decl_buffer((8,), "uint64", "tile_config", scope="local")
+    c_stride = C.strides[0] * 4  # bytes
+    chunk = tirx.Var("chunk", "int64")
+    per_chunk = [_amx_call("tileloadd64", T.int8(_AMX_A),
+                           T.address_of(A[T.int64(0), chunk * AMX_DEPTH]), A.strides[0])]
+    for block in range(blocks):
+        per_chunk += [
+            _amx_call("tileloadd64", T.int8(_AMX_B),
+                      T.address_of(B[T.int64(block), chunk * (AMX_DEPTH // 4), T.int64(0),
+                                     T.int64(0)]), T.int64(AMX_DEPTH)),
+            _amx_call("tdpbusd", T.int8(block), T.int8(_AMX_A), T.int8(_AMX_B))]
+    body = [tirx.AllocBuffer(config)]
+    body += [tirx.BufferStore(config, T.uint64(word), [T.int64(i)])
+             for i, word in enumerate(_AMX_CONFIG)]
+    body.append(_amx_call("ldtilecfg", T.address_of(config[T.int64(0)])))
+    body += [_amx_call("tileloadd64", T.int8(block),
+                       T.address_of(C[T.int64(0), T.int64(LANES * block)]), c_stride)
+             for block in range(blocks)]
+    body.append(tirx.For(chunk, T.int64(0), T.int64(4 * steps // AMX_DEPTH),
+                         tirx.ForKind.SERIAL, tirx.SeqStmt(per_chunk)))
+    body += [_amx_call("tilestored64", T.int8(block),
+                       T.address_of(C[T.int64(0), T.int64(LANES * block)]), c_stride)
+             for block in range(blocks)]
+    realize = desc.body
+    block = realize.block
+    new = s_tir.SBlock(block.iter_vars, block.reads, block.writes, block.name_hint,
+                       tirx.SeqStmt(body))
+    return desc.with_body(s_tir.SBlockRealize(realize.iter_values, realize.predicate, new))
+
+
 @cache
 def intrinsic(isa: str, dtype: str, steps: int, blocks: int, rows: int) -> str:
     """The name of the registered intrinsic for ``isa``, activation ``dtype``, ``rows`` rows, a
     chain of ``steps`` steps over ``blocks`` packed 16-column blocks (registered on first
-    use)."""
+    use). The ``amx`` ISA takes unsigned bytes only (``dtype`` uint8, ``rows`` 16)."""
     name = f"lowbit_dot_{isa}_{dtype}_{rows}x{blocks}x16x{STEP_DEPTH[dtype] * steps}"
-    TensorIntrin.register(name, _desc(dtype, steps, blocks, rows),
-                          _impl(isa, dtype, steps, blocks, rows), override=True)
+    impl = (_amx_impl(steps, blocks) if isa == "amx"
+            else _impl(isa, dtype, steps, blocks, rows))
+    TensorIntrin.register(name, _desc(dtype, steps, blocks, rows), impl, override=True)
     return name
 
 
-__all__ = ["DEPTH", "IMPLEMENTATIONS", "LANES", "SHIFTS", "STEP_DEPTH", "intrinsic", "supports",
+__all__ = ["AMX_BLOCKS", "AMX_DEPTH", "AMX_ROWS", "DEPTH", "IMPLEMENTATIONS", "LANES", "SHIFTS", "STEP_DEPTH", "intrinsic", "supports",
            "weight_dtype"]

@@ -35,7 +35,15 @@ is loaded once for the 4 rows and the accumulators stay in registers within a ch
 a local buffer between chains, and the column-term epilogue is fused into the tile. Rows of
 ``M`` are padded to the tile by repeating the last row, in a tile-local copy of the chain's
 activations; the epilogue writes only real rows. The generic row (any CPU) keeps the tiling
-and lets LLVM vectorize the tile's columns.
+and lets LLVM vectorize the tile's columns. The column-term epilogue takes along the
+requantization that follows the product (``tvm_kernel_epilogue``).
+
+The ``amx`` row (Intel AMX, where ``runtime.amx`` finds it granted) tiles 16 rows by up to 4
+column blocks and runs one chain over the whole depth on AMX tiles (``tdpbusd``, u8 x s8 into
+int32, like ``vpdpbusd`` never saturating): its tile-local activation copy holds the unsigned
+bytes ``x + shift`` themselves, since AMX loads its operands from memory, and the depth is
+padded to 64 with zero bytes against zero weights. AMX has no int16 step: int16 activations
+take the row's ``fallback`` (``row_for``).
 """
 
 from __future__ import annotations
@@ -49,8 +57,9 @@ from tvm.relax.dpl import DFPattern, rewrite_call
 from tvm.s_tir import Schedule
 from tvm.target import codegen
 
-from lowbit.compiler.codegen.tvm_kernel_intrins import (LANES, SHIFTS, STEP_DEPTH, intrinsic,
-                                                        supports, weight_dtype)
+from lowbit.compiler.codegen.tvm_kernel_intrins import (AMX_DEPTH, AMX_ROWS, LANES, SHIFTS,
+                                                        STEP_DEPTH, intrinsic, supports,
+                                                        weight_dtype)
 from lowbit.compiler.codegen.tvm_kernel_epilogue import (Epilogue, absorb_epilogues,
                                                           apply_epilogue, epilogue_params)
 from lowbit.compiler.codegen.tvm_kernel_patterns import ConstantProduct
@@ -60,6 +69,9 @@ from lowbit.compiler.codegen.tvm_parallel_gate import MIN_MACS, gated
 
 TILE_ROWS = 4
 """Rows of the register tile (the activation rows one weight load serves)."""
+AMX_COLUMN_TASKS = 2
+"""Tasks an AMX row block's column groups are split into where their number is even (each
+task copies the block's activations once for its groups)."""
 TILE_BLOCKS = (4, 2, 1)
 """Packed 16-column blocks per tile, widest first; the first that divides the columns wins."""
 CHAINS = (16, 12, 8, 6, 4, 3, 2, 1)
@@ -84,14 +96,26 @@ class KernelRow:
     """LLVM CPU features the target must have (``codegen.target_has_features``)."""
     isa: str | None
     """``tvm_kernel_intrins`` ISA name; None: no tensorization, LLVM vectorizes."""
+    tile_rows: int = TILE_ROWS
+    """Rows of the register tile."""
+    fallback: str | None = None
+    """The row (by name) for activation dtypes this row's ISA has no step for."""
 
 
 KERNEL_ROWS: tuple[KernelRow, ...] = (
+    KernelRow("amx", ("amx-tile", "amx-int8"), "amx", AMX_ROWS, fallback="avx512-vnni"),
     KernelRow("avx512-vnni", ("avx512bw", "avx512vnni"), "vnni"),
     KernelRow("avx2", ("avx2",), "avx2"),
     KernelRow("aarch64-dotprod", ("neon", "dotprod"), "sdot"),
     KernelRow("generic", (), None),
 )
+
+
+def row_for(row: KernelRow, dtype: str) -> KernelRow:
+    """``row``, or its fallback where its ISA has no step for activation ``dtype``."""
+    if row.fallback is None or supports(row.isa, dtype):
+        return row
+    return next(r for r in KERNEL_ROWS if r.name == row.fallback)
 
 
 def kernel_row(target: tvm.target.Target) -> KernelRow:
@@ -135,26 +159,43 @@ def _i64(value: int) -> tirx.IntImm:
     return tirx.IntImm("int64", value)
 
 
-def gemm_prim_func(depth: int, columns: int, dtype: str, epilogue: Epilogue = ()
-                   ) -> tirx.PrimFunc:
+def gemm_prim_func(depth: int, columns: int, dtype: str, epilogue: Epilogue = (),
+                   row: KernelRow = KERNEL_ROWS[-1]) -> tirx.PrimFunc:
     """``out[m, n] = sum_k (int32(x[m, k]) + shift) * w[n, k] + colterm[n]`` for a symbolic
-    number of rows ``m``, with ``w`` packed and the rows padded to the tile by repeating the
-    last one (``xpad``), then the ``epilogue`` on each value (its constants are parameters
-    after ``colterm``, ``tvm_kernel_epilogue``); unscheduled (``schedule_gemm`` schedules it)."""
+    number of rows ``m``, with ``w`` packed and the rows padded to ``row``'s tile by repeating
+    the last one (``xpad``), then the ``epilogue`` on each value (its constants are parameters
+    after ``colterm``, ``tvm_kernel_epilogue``); unscheduled (``schedule_gemm`` schedules it).
+
+    For the ``amx`` row, ``xpad`` holds the unsigned bytes ``x + shift`` (the factor itself,
+    which AMX loads from memory) and the depth is padded to ``AMX_DEPTH`` with zero bytes
+    (against zero weights); the sum is the same."""
     rows = tirx.Var("m", "int64")
     x = te.placeholder((rows, _i64(depth)), dtype, name="x")
     step = STEP_DEPTH[dtype]
-    packed = te.placeholder((_i64(padded_columns(columns) // LANES), _i64(depth // step),
+    amx = row.isa == "amx"
+    reduced = padded_depth(depth, row)
+    packed = te.placeholder((_i64(padded_columns(columns) // LANES), _i64(reduced // step),
                              _i64(LANES), _i64(step)), weight_dtype(dtype), name="w")
     colterm = te.placeholder((_i64(columns),), "int32", name="colterm")
-    padded_rows = tirx.floordiv(rows + TILE_ROWS - 1, TILE_ROWS) * TILE_ROWS
-    xpad = te.compute((padded_rows, _i64(depth)),
-                      lambda m, k: x[tirx.min(m, rows - 1), k], name="xpad")
-    k = te.reduce_axis((_i64(0), _i64(depth)), name="k")
+    padded_rows = tirx.floordiv(rows + row.tile_rows - 1, row.tile_rows) * row.tile_rows
     shift = SHIFTS[dtype]
 
+    def copy(m: tirx.Expr, k: tirx.Expr) -> tirx.Expr:
+        if reduced == depth:
+            code = x[tirx.min(m, rows - 1), k]
+        else:  # the load stays in bounds where the padding's select discards it
+            code = x[tirx.min(m, rows - 1), tirx.min(k, depth - 1)]
+        if not amx:
+            return code
+        unsigned = (code.astype("int32") + shift).astype("uint8")
+        return unsigned if reduced == depth else tirx.if_then_else(k < depth, unsigned,
+                                                                    tirx.const(0, "uint8"))
+
+    xpad = te.compute((padded_rows, _i64(reduced)), copy, name="xpad")
+    k = te.reduce_axis((_i64(0), _i64(reduced)), name="k")
+
     def product(m: tirx.Expr, n: tirx.Expr) -> tirx.Expr:
-        u = xpad[m, k].astype("int32") + shift
+        u = xpad[m, k].astype("int32") + (0 if amx else shift)
         w = packed[n // LANES, k // step, n % LANES, k % step].astype("int32")
         return te.sum(u * w, axis=k)
 
@@ -166,30 +207,45 @@ def gemm_prim_func(depth: int, columns: int, dtype: str, epilogue: Epilogue = ()
     return te.create_prim_func([x, packed, colterm, *constants, out])
 
 
+def padded_depth(depth: int, row: KernelRow) -> int:
+    """The depth ``row``'s kernel reduces over: ``depth``, or for AMX the next multiple of
+    ``AMX_DEPTH``."""
+    return -(-depth // AMX_DEPTH) * AMX_DEPTH if row.isa == "amx" else depth
+
+
 def schedule_gemm(func: tirx.PrimFunc, row: KernelRow, dtype: str,
                   parallel: bool = True) -> tirx.PrimFunc:
     """The row's schedule of a ``gemm_prim_func``: register tile, fused epilogue, and the
     tiles spread over the threads when ``parallel``. With an ISA, each chain of the tile is
-    one intrinsic over its ``TILE_ROWS`` rows, which read a tile-local copy of their padded
-    activation rows; the generic row reads the activations in place and unrolls the rows."""
+    one intrinsic over the row's ``tile_rows`` rows, which read a tile-local copy of their padded
+    activation rows (for AMX, one chain over the whole depth, its tiles holding the
+    accumulators throughout); the generic row reads the activations in place and unrolls the
+    rows."""
     sch = Schedule(func)
     gemm = sch.get_sblock("gemm")
     xpad = sch.get_sblock("xpad")
     m, n, k = sch.get_loops(gemm)
     blocks = _tile_blocks(sch, n)
     step = STEP_DEPTH[dtype]
-    steps = _chain_steps(sch, k, step) if row.isa else 1
-    m_outer, m_inner = sch.split(m, [None, TILE_ROWS])
+    amx = row.isa == "amx"
+    steps = (int(sch.get(k).extent) // step if amx
+             else _chain_steps(sch, k, step) if row.isa else 1)
+    m_outer, m_inner = sch.split(m, [None, row.tile_rows])
     n_outer, n_tile = sch.split(n, [None, blocks * LANES])
     k_outer, k_inner = sch.split(k, [None, step * steps])
     inner = (n_tile, k_inner) if row.isa else (k_inner, n_tile)  # generic: vectorize columns
-    sch.reorder(m_outer, n_outer, k_outer, m_inner, *inner)
-    sch.reverse_compute_at(sch.get_sblock("out"), n_outer)
+    # AMX: a task covers several column groups, which share its activation copy
+    column_tasks = AMX_COLUMN_TASKS if amx and int(sch.get(n_outer).extent) % 2 == 0 else None
+    n_task, n_group = (sch.split(n_outer, [column_tasks, None]) if column_tasks
+                       else (n_outer, None))
+    sch.reorder(m_outer, *(loop for loop in (n_task, n_group) if loop is not None), k_outer,
+                m_inner, *inner)
+    sch.reverse_compute_at(sch.get_sblock("out"), n_group or n_outer)
     if row.isa:
-        sch.compute_at(xpad, k_outer)
+        sch.compute_at(xpad, n_task if amx else k_outer)
     else:
         sch.compute_inline(xpad)
-    tiles = sch.fuse(m_outer, n_outer)
+    tiles = sch.fuse(m_outer, n_task)
     if parallel:
         sch.parallel(tiles)
     sch.vectorize(sch.get_loops(sch.get_sblock("out"))[-1])
@@ -201,7 +257,8 @@ def schedule_gemm(func: tirx.PrimFunc, row: KernelRow, dtype: str,
     if row.isa is None:
         sch.unroll(m_inner)
     else:
-        sch.tensorize(m_inner, intrinsic(row.isa, dtype, steps, blocks, TILE_ROWS))
+        sch.tensorize(m_inner, intrinsic(row.isa, "uint8" if amx else dtype, steps, blocks,
+                                         row.tile_rows))
         sch.set_scope(xpad, 0, "local")
         sch.vectorize(sch.get_loops(xpad)[-1])
     sch.set_scope(init, 0, "local")  # the accumulators are private to their tile
@@ -234,8 +291,9 @@ class _Rewriter:
                ) -> relax.GlobalVar:
         key = (depth, columns, dtype, epilogue)
         if key not in self.kernels:
-            func = gemm_prim_func(depth, columns, dtype, epilogue)
-            func = gated(lambda parallel: schedule_gemm(func, self.row, dtype, parallel),
+            row = row_for(self.row, dtype)
+            func = gemm_prim_func(depth, columns, dtype, epilogue, row)
+            func = gated(lambda parallel: schedule_gemm(func, row, dtype, parallel),
                          func.params[0].shape[0] * depth * columns, MIN_MACS)
             suffix = f"_{len(epilogue)}ops" if epilogue else ""
             self.kernels[key] = self.builder.add_func(
@@ -253,7 +311,7 @@ class _Rewriter:
         """The kernel's ``[rows, N]`` int32 product of a 2-d ``dtype`` activation and ``[K, N]``
         weight values (plus ``bias``; modulo 2^32 where ``truncated``), or None where the
         kernel is not exact (``_plan``)."""
-        plan = _plan(self.row, dtype, weight, zero_point, bias, truncated)
+        plan = _plan(row_for(self.row, dtype), dtype, weight, zero_point, bias, truncated)
         if plan is None:
             return None
         dtype, packed, colterm = plan
@@ -301,7 +359,9 @@ def _plan(row: KernelRow, dtype: str, weight: np.ndarray, zero_point: np.ndarray
         colterm = (colterm + INT32_LIMIT) % (2 * INT32_LIMIT) - INT32_LIMIT
     elif not fits_int32(weight.shape[0], colterm, dtype):
         return None
-    return dtype, pack_weights(weight, dtype), colterm.astype(np.int32)
+    reduced = np.zeros((padded_depth(weight.shape[0], row), weight.shape[1]), weight.dtype)
+    reduced[:weight.shape[0]] = weight  # AMX's depth padding: zero weights
+    return dtype, pack_weights(reduced, dtype), colterm.astype(np.int32)
 
 
 def _product(dims: list[tirx.Expr]) -> tirx.Expr:
