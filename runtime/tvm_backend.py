@@ -52,10 +52,14 @@ class TvmProgram:
         from lowbit.compiler.codegen.tvm_emit import SIGNATURE
 
         claim_physical_cores()
-        amx_usable()  # asks for the AMX tile state before a kernel can use it (runtime.amx)
         self.device = tvm.device(device or device_of(module), 0)
         self.vm = relax.VirtualMachine(module, self.device)
         self.signature: dict[str, Any] = json.loads(bytes(self.vm[SIGNATURE]().numpy()))
+        # asks Linux for the AMX tile state before a kernel can use it (runtime.amx)
+        if "amx" in self.signature.get("requires", []) and not amx_usable():
+            raise LowbitError("this TVM library runs Intel AMX tile instructions (it was built "
+                              "on an AMX host), which this CPU or process cannot run; build "
+                              "it for this machine")
         self.inputs = [entry["name"] for entry in self.signature["inputs"]]
         self.outputs = [entry["name"] for entry in self.signature["outputs"]]
         self._main = self.vm["main"]

@@ -363,3 +363,18 @@ def test_amx_needs_both_cpu_flags(tmp_path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_vnni amx_tile\n")
     assert not amx_usable(cpuinfo)
+
+
+def test_a_library_built_for_amx_is_refused_where_amx_cannot_run(monkeypatch) -> None:
+    from lowbit.compiler.codegen.tvm_build import build
+    from lowbit.compiler.errors import LowbitError
+    from lowbit.runtime import tvm_backend
+
+    graph = linear("int8", (3, 8), adversarial_weights(16, 8), 0)
+    built = build(graph, "llvm")
+    monkeypatch.setattr(tvm_backend, "amx_usable", lambda: False)
+    if kernel_row(HOST).name != "amx":  # no AMX code: it loads
+        assert tvm_backend.load_tvm(built).outputs == graph.outputs
+        return
+    with pytest.raises(LowbitError, match="AMX"):
+        tvm_backend.load_tvm(built)

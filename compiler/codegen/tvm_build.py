@@ -137,10 +137,17 @@ def build(graph: Graph, target: str = "llvm") -> TvmExecutable:
     """Compile ``graph`` for the named target (a ``TARGETS`` key)."""
     spec = target_spec(target)
     tvm_target = spec.make()
-    module = to_relax(graph, spec.device)
+    module = to_relax(graph, spec.device, cpu_requirements(tvm_target))
     pipeline = tvm.transform.Sequential([spec.pipeline(tvm_target), canonical_store_order()])
     executable = tvm.compile(module, tvm_target, relax_pipeline=pipeline)
     return TvmExecutable(executable, target)
+
+
+def cpu_requirements(target: tvm.target.Target) -> tuple[str, ...]:
+    """CPU extensions code built for ``target`` may use that a loader must check: ``amx``
+    (its tile instructions need the CPU and Linux's grant, ``runtime.amx``)."""
+    mattr = [str(feature) for feature in target.attrs.get("mattr", [])]
+    return ("amx",) if all(feature in mattr for feature in LLVM_FEATURES) else ()
 
 
 def require_linker(target: str) -> TargetSpec:
@@ -189,5 +196,6 @@ def device_source(executable: TvmExecutable, kind: str = "cuda") -> str:
     return "\n".join(sources)
 
 
-__all__ = ["AARCH64_CC", "TARGETS", "TargetSpec", "TvmExecutable", "build", "device_source",
+__all__ = ["AARCH64_CC", "TARGETS", "TargetSpec", "TvmExecutable", "build", "cpu_requirements",
+           "device_source",
            "export_library", "require_linker", "target_spec"]

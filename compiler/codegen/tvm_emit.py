@@ -12,13 +12,15 @@ result whose Relax type disagrees with the node's lowbit type.
 The module has two functions. ``main`` takes the graph inputs in order (a batch-sized
 dimension ``Sym(k)`` is ``k * N`` for one symbolic ``int64`` ``N``, so one build serves every
 batch size) and returns the outputs (a tuple when there are several). ``lowbit_signature``
-returns the UTF-8 bytes of a JSON record of the graph's name, inputs, outputs and device, so
-that a module loaded from a file can be run by name without the graph.
+returns the UTF-8 bytes of a JSON record of the graph's name, inputs, outputs, device and the
+CPU extensions its code needs, so that a module loaded from a file can be run by name without
+the graph, and refused where it cannot run.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -47,15 +49,17 @@ ENTRY = "main"
 SIGNATURE = "lowbit_signature"
 
 
-def to_relax(graph: Graph, device: str = "cpu") -> tvm.IRModule:
+def to_relax(graph: Graph, device: str = "cpu", requires: Sequence[str] = ()) -> tvm.IRModule:
     """The Relax module of a verified lowbit graph; raises LowbitError for what it cannot emit.
 
-    ``device`` ("cpu" or "cuda") is recorded in the signature for runtimes that load the
-    module from a file."""
-    return to_relax_traced(graph, device)[0]
+    ``device`` ("cpu" or "cuda") and ``requires`` (CPU extensions the compiled code will use
+    that a loader must check, such as ``amx``) are recorded in the signature for runtimes that
+    load the module from a file."""
+    return to_relax_traced(graph, device, requires)[0]
 
 
-def to_relax_traced(graph: Graph, device: str = "cpu") -> tuple[tvm.IRModule, dict[str, str]]:
+def to_relax_traced(graph: Graph, device: str = "cpu", requires: Sequence[str] = ()
+                    ) -> tuple[tvm.IRModule, dict[str, str]]:
     """``to_relax``, and the lowbit node that made each binding of ``main`` (variable name to
     node name), which the NPU partitioner uses to trace pattern matches back to nodes."""
     graph.verify()
@@ -74,17 +78,17 @@ def to_relax_traced(graph: Graph, device: str = "cpu") -> tuple[tvm.IRModule, di
                                          else relax.Tuple(results))
         builder.emit_func_output(output)
     with builder.function(SIGNATURE, []):
-        text = json.dumps(signature(graph, device)).encode()
+        text = json.dumps(signature(graph, device, requires)).encode()
         builder.emit_func_output(relax.const(np.frombuffer(text, np.uint8), "uint8"))
     return builder.get(), em.origins
 
 
-def signature(graph: Graph, device: str) -> dict[str, Any]:
+def signature(graph: Graph, device: str, requires: Sequence[str] = ()) -> dict[str, Any]:
     def describe(name: str) -> dict[str, Any]:
         ttype = graph.types[name]
         return {"name": name, "dtype": ttype.dtype,
                 "shape": [dim_to_json(d) for d in ttype.shape]}
-    return {"graph": graph.name, "device": device,
+    return {"graph": graph.name, "device": device, "requires": list(requires),
             "inputs": [describe(n) for n in graph.inputs],
             "outputs": [describe(n) for n in graph.outputs]}
 

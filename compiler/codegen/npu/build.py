@@ -27,7 +27,7 @@ from lowbit.compiler.codegen.npu.kinds import Group, plan
 from lowbit.compiler.codegen.npu.patterns import CODEGEN, NODES_ATTR, Matcher
 from lowbit.compiler.codegen.npu.report import NpuReport, report
 from lowbit.compiler.codegen.npu.spec import load_spec
-from lowbit.compiler.codegen.tvm_build import TvmExecutable, target_spec
+from lowbit.compiler.codegen.tvm_build import TvmExecutable, cpu_requirements, target_spec
 from lowbit.compiler.codegen.tvm_emit import to_relax_traced
 from lowbit.compiler.ir import Graph
 
@@ -54,7 +54,9 @@ def build_npu(graph: Graph, spec: str) -> NpuBuild:
     ``reference-int8``, or the path of a spec file)."""
     npu = load_spec(spec)
     decided = plan(graph, npu)
-    module, origins = to_relax_traced(graph, "cpu")
+    host = target_spec(HOST)
+    target = host.make()
+    module, origins = to_relax_traced(graph, "cpu", cpu_requirements(target))
     module = relax.transform.FuseOpsByPattern(Matcher(graph, decided, npu, origins).patterns(),
                                               bind_constants=True)(module)
     module = relax.transform.MergeCompositeFunctions()(module)
@@ -66,8 +68,6 @@ def build_npu(graph: Graph, spec: str) -> NpuBuild:
         for group in groups:
             kernels[_key(group)] = kernel(group, graph, f"npu_kernel_{len(kernels)}")
     module = relax.transform.RunCodegen({CODEGEN: {"kernels": kernels_option(kernels)}})(module)
-    host = target_spec(HOST)
-    target = host.make()
     executable = tvm.compile(module, target, relax_pipeline=host.pipeline(target))
     reasons = dict(decided.reasons)
     reasons.update({n.name: UNMATCHED for g in decided.groups if _key(g) not in kernels
