@@ -19,7 +19,8 @@ from tvm import relax  # noqa: E402
 from lowbit.compiler.codegen.tvm_emit import to_relax  # noqa: E402
 from lowbit.compiler.codegen.tvm_layout import channels_last  # noqa: E402
 from lowbit.compiler.codegen.tvm_parallel_gate import MIN_MACS  # noqa: E402
-from lowbit.compiler.codegen.tvm_kernels import KERNEL_ATTR, int8_gemm  # noqa: E402
+from lowbit.compiler.codegen.tvm_kernels import (KERNEL_ATTR, MIN_AMX_MACS,  # noqa: E402
+                                                 int8_gemm)
 
 from tests.integer_graphs import assert_same, dyadic_pair, full_range  # noqa: E402
 from tests.test_tvm_kernels import HOST, runnable_rows  # noqa: E402
@@ -93,7 +94,8 @@ def test_requantization_fused_into_the_gemm_is_bit_exact(case: str, row) -> None
                    for c in calls)  # the requantization's multiply went into the kernel
     macs = int(np.prod(w_shape)) * int(np.prod(x_shape[1:])) // (w_shape[1] if op == "int_linear"
                                                                   else 1)
-    for batch in (1, 5, MIN_MACS // max(macs, 1) + 1):  # the last one in parallel
+    # in parallel from the third; the last one on the AMX row's tiles where the host has them
+    for batch in (1, 5, MIN_MACS // max(macs, 1) + 1, MIN_AMX_MACS // max(macs, 1) + 1):
         x = full_range("int8", (batch,) + x_shape)
         x.reshape(-1)[:2] = (127, -128)
         got = vm["main"](tvm.runtime.tensor(x))

@@ -34,8 +34,8 @@ from lowbit.compiler.codegen.tvm_parallel_gate import MIN_ELEMENTS, MIN_MACS  # 
 from lowbit.compiler.codegen.tvm_build import TARGETS  # noqa: E402
 from lowbit.compiler.codegen.tvm_kernel_intrins import supports  # noqa: E402
 from lowbit.compiler.codegen.tvm_kernels import (KERNEL_ATTR, KERNEL_ROWS,  # noqa: E402
-                                                 KernelRow, fits_int32, int8_gemm, kernel_row,
-                                                 pack_weights, row_for)
+                                                 MIN_AMX_MACS, KernelRow, fits_int32,
+                                                 int8_gemm, kernel_row, pack_weights, row_for)
 
 from tests.integer_graphs import one_op  # noqa: E402
 
@@ -143,8 +143,9 @@ def test_int32_bound_of_the_unsigned_partial_sums() -> None:
 def test_rows_follow_the_target_features() -> None:
     assert kernel_row(tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake"})).isa == "vnni"
     amx = kernel_row(tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids"}))
-    assert amx.isa == "amx" and row_for(amx, "int8") is amx
-    assert row_for(amx, "int16").name == "avx512-vnni"  # AMX has no int16 step
+    assert amx.isa == "amx" and row_for(amx, "int8", 64) is amx
+    assert row_for(amx, "int16", 64).name == "avx512-vnni"  # AMX has no int16 step
+    assert row_for(amx, "uint8", 16).name == "avx512-vnni"  # a tile row would be 3/4 padding
     assert kernel_row(tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})).isa == "avx2"
     assert kernel_row(tvm.target.Target(AARCH64_DOTPROD)).isa == "sdot"
     assert kernel_row(tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu",
@@ -159,8 +160,9 @@ def test_kernel_row_is_bit_exact(row: KernelRow, dtype: str, zero_point: int) ->
     graph = linear(dtype, (7, 96), adversarial_weights(72, 96), zero_point)
     vm, module = compiled(graph, HOST, row)
     assert kernels_used(module) == [f"int8_gemm/{row.name}"] and matmuls_left(module) == 0
-    # 7, 14 and 35 rows: none a multiple of the 4-row tile; then enough for the parallel branch
-    for batch in (1, 2, 5, MIN_MACS // (7 * 96 * 72) + 1):
+    # 7, 14 and 35 rows: none a multiple of the 4-row tile; then enough for the parallel branch,
+    # and for the AMX row its tiles' branch (below it runs its fallback's tile)
+    for batch in (1, 2, 5, MIN_MACS // (7 * 96 * 72) + 1, MIN_AMX_MACS // (7 * 96 * 72) + 1):
         x = activations(dtype, (batch, 7, 96))
         got = vm["main"](tvm.runtime.tensor(x)).numpy()
         want = run_graph(graph, {graph.inputs[0]: x})[graph.outputs[0]]
@@ -328,10 +330,15 @@ def test_convolution_through_im2col_is_bit_exact(case: str) -> None:
                     "dilations": dilations, "groups": 1})
     vm, module = compiled(graph, HOST, runnable_rows()[0])
     im2col = [] if "no im2col" in case else ["im2col"]
-    assert sorted(kernels_used(module)) == im2col + [f"int8_gemm/{runnable_rows()[0].name}"]
+    row = row_for(runnable_rows()[0], dtype, -(-int(np.prod(w_shape[1:])) // 4) * 4)
+    assert sorted(kernels_used(module)) == im2col + [f"int8_gemm/{row.name}"]
     assert "conv2d" not in module["main"].script()
     assert module["main"].script().count("permute_dims") == 2  # at the edges: in and out
-    for batch in (1, 3, MIN_ELEMENTS // int(np.prod(x_shape)) + 1):  # the last one in parallel
+    out_pixels = int(np.prod(run_graph(graph, {graph.inputs[0]: activations(
+        dtype, (1,) + x_shape)})[graph.outputs[0]].shape[2:]))
+    macs = out_pixels * int(np.prod(w_shape))
+    # in parallel from the third; the last one on the AMX row's tiles where the host has them
+    for batch in (1, 3, MIN_ELEMENTS // int(np.prod(x_shape)) + 1, MIN_AMX_MACS // macs + 1):
         x = activations(dtype, (batch,) + x_shape)
         got = vm["main"](tvm.runtime.tensor(x)).numpy()
         assert np.array_equal(got, run_graph(graph, {graph.inputs[0]: x})[graph.outputs[0]])

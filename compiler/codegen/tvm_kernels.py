@@ -43,7 +43,7 @@ column blocks and runs one chain over the whole depth on AMX tiles (``tdpbusd``,
 int32, like ``vpdpbusd`` never saturating): its tile-local activation copy holds the unsigned
 bytes ``x + shift`` themselves, since AMX loads its operands from memory, and the depth is
 padded to 64 with zero bytes against zero weights. AMX has no int16 step: int16 activations
-take the row's ``fallback`` (``row_for``).
+take the row's ``fallback`` (``row_for``), and so do depths below 64.
 """
 
 from __future__ import annotations
@@ -65,10 +65,15 @@ from lowbit.compiler.codegen.tvm_kernel_epilogue import (Epilogue, absorb_epilog
 from lowbit.compiler.codegen.tvm_kernel_patterns import ConstantProduct
 from lowbit.compiler.codegen.tvm_kernels_batched import KERNEL_ATTR, OPAQUE, rewrite_batched
 from lowbit.compiler.codegen.tvm_kernels_conv import rewrite_convs
-from lowbit.compiler.codegen.tvm_parallel_gate import MIN_MACS, gated
+from lowbit.compiler.codegen.tvm_parallel_gate import MIN_MACS, by_size, gated
 
 TILE_ROWS = 4
 """Rows of the register tile (the activation rows one weight load serves)."""
+MIN_AMX_MACS = 1 << 19
+"""Multiply-adds of a call from which the ``amx`` row runs its tiles (in parallel); below, the
+fallback row's tile runs (in parallel from ``MIN_MACS``): AMX's fixed cost per call (tile
+configuration, 16-row tiles) loses to VNNI up to about 300K multiply-adds and wins from
+about 1M (16x288x64: 4.5 us against 2.8 us; 64x288x64: 4.2 us against 5.1 us)."""
 AMX_COLUMN_TASKS = 2
 """Tasks an AMX row block's column groups are split into where their number is even (each
 task copies the block's activations once for its groups)."""
@@ -111,9 +116,11 @@ KERNEL_ROWS: tuple[KernelRow, ...] = (
 )
 
 
-def row_for(row: KernelRow, dtype: str) -> KernelRow:
-    """``row``, or its fallback where its ISA has no step for activation ``dtype``."""
-    if row.fallback is None or supports(row.isa, dtype):
+def row_for(row: KernelRow, dtype: str, depth: int) -> KernelRow:
+    """``row``, or its fallback where its ISA has no step for activation ``dtype`` or (AMX) the
+    depth is below one tile row, which would be mostly padding."""
+    if row.fallback is None or (supports(row.isa, dtype)
+                                and not (row.isa == "amx" and depth < AMX_DEPTH)):
         return row
     return next(r for r in KERNEL_ROWS if r.name == row.fallback)
 
@@ -220,7 +227,8 @@ def schedule_gemm(func: tirx.PrimFunc, row: KernelRow, dtype: str,
     one intrinsic over the row's ``tile_rows`` rows, which read a tile-local copy of their padded
     activation rows (for AMX, one chain over the whole depth, its tiles holding the
     accumulators throughout); the generic row reads the activations in place and unrolls the
-    rows."""
+    rows. The function of an ``amx`` row (its copy holds unsigned bytes) is scheduled with
+    ``dtype`` uint8, by the AMX row or by a byte row's tile."""
     sch = Schedule(func)
     gemm = sch.get_sblock("gemm")
     xpad = sch.get_sblock("xpad")
@@ -257,8 +265,7 @@ def schedule_gemm(func: tirx.PrimFunc, row: KernelRow, dtype: str,
     if row.isa is None:
         sch.unroll(m_inner)
     else:
-        sch.tensorize(m_inner, intrinsic(row.isa, "uint8" if amx else dtype, steps, blocks,
-                                         row.tile_rows))
+        sch.tensorize(m_inner, intrinsic(row.isa, dtype, steps, blocks, row.tile_rows))
         sch.set_scope(xpad, 0, "local")
         sch.vectorize(sch.get_loops(xpad)[-1])
     sch.set_scope(init, 0, "local")  # the accumulators are private to their tile
@@ -291,10 +298,17 @@ class _Rewriter:
                ) -> relax.GlobalVar:
         key = (depth, columns, dtype, epilogue)
         if key not in self.kernels:
-            row = row_for(self.row, dtype)
+            row = row_for(self.row, dtype, depth)
             func = gemm_prim_func(depth, columns, dtype, epilogue, row)
-            func = gated(lambda parallel: schedule_gemm(func, row, dtype, parallel),
-                         func.params[0].shape[0] * depth * columns, MIN_MACS)
+            macs = func.params[0].shape[0] * depth * columns
+            if row.isa == "amx":  # smaller calls: the fallback row's tile on the same bytes
+                small = next(r for r in KERNEL_ROWS if r.name == row.fallback)
+                func = by_size(macs, schedule_gemm(func, small, "uint8", parallel=False), [
+                    (MIN_MACS, schedule_gemm(func, small, "uint8", parallel=True)),
+                    (MIN_AMX_MACS, schedule_gemm(func, row, "uint8", parallel=True))])
+            else:
+                func = gated(lambda parallel: schedule_gemm(func, row, dtype, parallel),
+                             macs, MIN_MACS)
             suffix = f"_{len(epilogue)}ops" if epilogue else ""
             self.kernels[key] = self.builder.add_func(
                 func, f"lowbit_int8_gemm_{dtype}_{depth}x{columns}{suffix}")
@@ -311,7 +325,8 @@ class _Rewriter:
         """The kernel's ``[rows, N]`` int32 product of a 2-d ``dtype`` activation and ``[K, N]``
         weight values (plus ``bias``; modulo 2^32 where ``truncated``), or None where the
         kernel is not exact (``_plan``)."""
-        plan = _plan(row_for(self.row, dtype), dtype, weight, zero_point, bias, truncated)
+        plan = _plan(row_for(self.row, dtype, weight.shape[0]), dtype, weight, zero_point, bias,
+                     truncated)
         if plan is None:
             return None
         dtype, packed, colterm = plan

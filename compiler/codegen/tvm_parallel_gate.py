@@ -13,7 +13,7 @@ the serial loops, batch 32 of MiniLM's FFN the parallel ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import tvm.script
 from tvm import s_tir, tirx
@@ -34,14 +34,27 @@ def gated(schedule: Callable[[bool], tirx.PrimFunc], work: tirx.PrimExpr,
     ``schedule(False)``; a branch on ``work`` in the function where it is symbolic."""
     if isinstance(work, tirx.IntImm):
         return schedule(int(work) >= threshold)
-    parallel, serial = schedule(True), schedule(False)
-    branch = tirx.IfThenElse(work >= threshold, parallel.body, serial.body)
-    root = s_tir.SBlock([], [], [], "root", branch)  # Relax's analyses expect a root block
-    both = parallel.with_body(s_tir.SBlockRealize([], True, root))
+    return by_size(work, schedule(False), [(threshold, schedule(True))])
+
+
+def by_size(work: tirx.PrimExpr, smallest: tirx.PrimFunc,
+            larger: Sequence[tuple[int, tirx.PrimFunc]]) -> tirx.PrimFunc:
+    """One function running ``smallest`` below the first threshold and each ``(threshold,
+    schedule)`` of ``larger`` (thresholds increasing, at least one) from its threshold on;
+    every schedule is of one PrimFunc (same parameters)."""
+    if isinstance(work, tirx.IntImm):
+        return next((func for threshold, func in reversed(larger) if int(work) >= threshold),
+                    smallest)
+    body = smallest.body
+    for threshold, func in larger:
+        body = tirx.IfThenElse(work >= threshold, func.body, body)
+    root = s_tir.SBlock([], [], [], "root", body)  # Relax's analyses expect a root block
+    # attributes (the kernel's name) of the largest calls' schedule
+    combined = larger[-1][1].with_body(s_tir.SBlockRealize([], True, root))
     # The branches share definitions of their source (intermediate buffers, loop and block
     # variables), which a function may make once; parsing the printed function back gives each
     # definition its own variable.
-    return tvm.script.from_source(both.script())
+    return tvm.script.from_source(combined.script())
 
 
 def elements(func: tirx.PrimFunc) -> tirx.PrimExpr:
@@ -55,4 +68,4 @@ def elements(func: tirx.PrimFunc) -> tirx.PrimExpr:
     return Analyzer().simplify(total)
 
 
-__all__ = ["MIN_ELEMENTS", "MIN_MACS", "elements", "gated"]
+__all__ = ["MIN_ELEMENTS", "MIN_MACS", "by_size", "elements", "gated"]
