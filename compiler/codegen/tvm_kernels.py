@@ -122,6 +122,10 @@ def row_for(row: KernelRow, dtype: str, depth: int) -> KernelRow:
     if row.fallback is None or (supports(row.isa, dtype)
                                 and not (row.isa == "amx" and depth < AMX_DEPTH)):
         return row
+    return _fallback(row)
+
+
+def _fallback(row: KernelRow) -> KernelRow:
     return next(r for r in KERNEL_ROWS if r.name == row.fallback)
 
 
@@ -302,7 +306,7 @@ class _Rewriter:
             func = gemm_prim_func(depth, columns, dtype, epilogue, row)
             macs = func.params[0].shape[0] * depth * columns
             if row.isa == "amx":  # smaller calls: the fallback row's tile on the same bytes
-                small = next(r for r in KERNEL_ROWS if r.name == row.fallback)
+                small = _fallback(row)
                 func = by_size(macs, schedule_gemm(func, small, "uint8", parallel=False), [
                     (MIN_MACS, schedule_gemm(func, small, "uint8", parallel=True)),
                     (MIN_AMX_MACS, schedule_gemm(func, row, "uint8", parallel=True))])
